@@ -1,0 +1,88 @@
+"""Proximal operators of the sparsity penalties used throughout the book.
+
+Every operator is elementwise, differentiable almost everywhere, and accepts a
+threshold ``t`` that is a Python scalar or a tensor broadcastable to ``u``
+(a per-atom threshold has shape ``(n_atoms,)`` for dense codes and
+``(n_atoms, 1, 1)`` for 2-D convolutional codes).
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["soft_threshold", "nonneg_soft_threshold", "elastic_net_prox", "hard_threshold"]
+
+
+def _check_threshold(t, name: str = "t"):
+    if isinstance(t, torch.Tensor):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} must be finite, got a tensor containing NaN or Inf")
+        if (t < 0).any():
+            raise ValueError(f"{name} must be non-negative, got a tensor with minimum {t.min().item():.3g}")
+    elif isinstance(t, (int, float)):
+        if t != t or t in (float("inf"), float("-inf")):
+            raise ValueError(f"{name} must be finite, got {t}")
+        if t < 0:
+            raise ValueError(f"{name} must be non-negative, got {t}")
+    else:
+        raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(t).__name__}")
+
+
+def soft_threshold(u: torch.Tensor, t) -> torch.Tensor:
+    r"""Soft threshold :math:`S_t(u) = \operatorname{sign}(u)\max(|u| - t, 0)`.
+
+    The proximal operator of :math:`t|\cdot|`:
+    :math:`S_t(u) = \argmin_a \tfrac12 (u - a)^2 + t|a|`.
+
+    Implements chapter 1, equation :math:`\eqref{eq-soft-threshold}` (label ``eq-soft-threshold``).
+    """
+    _check_threshold(t)
+    # u - clamp(u, -t, t) equals sign(u)·max(|u|-t, 0) and keeps a tensor t broadcastable.
+    if isinstance(t, torch.Tensor):
+        t = t.to(dtype=u.dtype, device=u.device)
+        return u - torch.clamp(u, -t, t)
+    return u - torch.clamp(u, -t, t)
+
+
+def nonneg_soft_threshold(u: torch.Tensor, t) -> torch.Tensor:
+    r"""Non-negative soft threshold :math:`\max(u - t, 0) = \operatorname{ReLU}(u - t)`.
+
+    The proximal operator of :math:`t a + \iota_{a \ge 0}(a)`:
+    :math:`\argmin_{a \ge 0} \tfrac12 (u - a)^2 + t a`.
+
+    Implements chapter 2, equation ``eq-relu-bias`` (ReLU with bias :math:`b = -t`).
+    """
+    _check_threshold(t)
+    if isinstance(t, torch.Tensor):
+        t = t.to(dtype=u.dtype, device=u.device)
+    return torch.relu(u - t)
+
+
+def elastic_net_prox(u: torch.Tensor, t, s=0.0, nonneg: bool = False) -> torch.Tensor:
+    r"""Proximal operator of the elastic-net penalty :math:`t|a| + \tfrac{s}{2}a^2`.
+
+    .. math:: \argmin_a \tfrac12 (u - a)^2 + t|a| + \tfrac{s}{2} a^2 = \frac{S_t(u)}{1 + s},
+
+    and, with ``nonneg=True`` (constraint :math:`a \ge 0`), :math:`\operatorname{ReLU}(u - t)/(1 + s)`.
+
+    Implements chapter 12, equation ``eq-elastic-net-prox`` (used by every solver step).
+    """
+    _check_threshold(s, "s")
+    shrunk = nonneg_soft_threshold(u, t) if nonneg else soft_threshold(u, t)
+    if isinstance(s, torch.Tensor):
+        return shrunk / (1 + s.to(dtype=u.dtype, device=u.device))
+    return shrunk / (1 + s) if s else shrunk
+
+
+def hard_threshold(u: torch.Tensor, t) -> torch.Tensor:
+    r"""Hard threshold :math:`H_t(u) = u\,\mathbb 1[|u| > t]`.
+
+    The proximal operator of :math:`\tfrac{t^2}{2}\|a\|_0`:
+    :math:`\argmin_a \tfrac12 (u - a)^2 + \tfrac{t^2}{2}\mathbb 1[a \ne 0]`
+    (ties at :math:`|u| = t` resolved to 0).
+
+    Implements chapter 10, equation ``eq-hard-threshold``.
+    """
+    _check_threshold(t)
+    if isinstance(t, torch.Tensor):
+        t = t.to(dtype=u.dtype, device=u.device)
+    return u * (u.abs() > t).to(u.dtype)
