@@ -11,7 +11,7 @@ CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
 export PYTHONHASHSEED := 0
 export MPLBACKEND := Agg
 
-.PHONY: book test setup execute html html-strict unit nbval lock clean help
+.PHONY: book test setup execute html html-strict unit nbval lock clean help lab
 
 help:
 	@echo "make book   - set up .venv, execute every chapter, render the site to _build/html"
@@ -61,3 +61,9 @@ lock:
 
 clean:
 	rm -rf _build .pytest_cache
+
+# JupyterLab is not part of the pinned test set; installed into .venv on first use.
+JUPYTERLAB_VERSION ?= 4.6.6
+lab: setup
+	test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install --quiet "jupyterlab==$(JUPYTERLAB_VERSION)"
+	$(BIN)/jupyter lab chapters/
