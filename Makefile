@@ -7,9 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cscnb-installed
 CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
-# one thread pool per process: chapters and tests are small, oversubscription only slows them
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: book test setup execute html html-strict unit nbval lock clean help lab
 

@@ -18,11 +18,12 @@ from numbers import Real
 import torch
 
 from .dictionary import Dictionary, LinearDictionary
+from .fast_solvers import restarted_fista
 from .prox import elastic_net_prox
 
 __all__ = ["solve", "objective", "kkt_residual", "SolveResult", "SolveHistory", "METHODS"]
 
-METHODS = ("ista", "fista")
+METHODS = ("ista", "fista", "fista_restart")
 DEFAULT_MAX_ITER = 1000
 
 
@@ -51,6 +52,8 @@ def _check_inputs(dictionary, x, lam, mu, z0=None):
     if not isinstance(dictionary, Dictionary):
         raise TypeError(f"dictionary must be a cscnb LinearDictionary or ConvDictionary, got {type(dictionary).__name__}")
     dictionary.check_signal(x, "x")
+    if x.shape[0] == 0:
+        raise ValueError("x must contain at least one sample, got an empty batch")
     if not x.is_floating_point():
         raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
     if x.dtype != dictionary.weight.dtype:
@@ -104,7 +107,7 @@ def _broadcast_lam(lam, dictionary, code_ndim, x):
 
 
 def _check_iteration_args(method, n_iter, tol):
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if n_iter is not None:
         if isinstance(n_iter, bool) or not isinstance(n_iter, int):
@@ -115,6 +118,27 @@ def _check_iteration_args(method, n_iter, tol):
         raise TypeError(f"tol must be a positive number, got {type(tol).__name__}")
     if not tol > 0 or not math.isfinite(tol):
         raise ValueError(f"tol must be a positive finite number, got {tol}")
+
+
+def _check_fast_options(method, dictionary, history, polish, iterate_dtype):
+    if not isinstance(polish, bool):
+        raise TypeError(f"polish must be a bool, got {type(polish).__name__}")
+    if iterate_dtype is not None and not (isinstance(iterate_dtype, torch.dtype) and iterate_dtype.is_floating_point):
+        raise TypeError(f"iterate_dtype must be a floating-point torch.dtype or None, got {iterate_dtype!r}")
+    if method != "fista_restart":
+        # the textbook methods stay textbook: their speed-ups live behind method="fista_restart"
+        if polish:
+            raise ValueError(f"polish=True needs method='fista_restart', got method={method!r}")
+        if iterate_dtype is not None:
+            raise ValueError(f"iterate_dtype needs method='fista_restart' and polish=True, got method={method!r}")
+        return
+    if history:
+        raise ValueError("history=True is recorded for method='ista' or 'fista' only (the batch of "
+                         "'fista_restart' shrinks as samples converge)")
+    if polish and not isinstance(dictionary, LinearDictionary):
+        raise ValueError("polish=True needs a LinearDictionary (it solves small systems with columns of D)")
+    if iterate_dtype is not None and not polish:
+        raise ValueError("iterate_dtype needs polish=True (only polished codes are exact in x's dtype)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,14 +188,21 @@ def kkt_residual(dictionary, x, z, lam, mu=0.0, nonneg=False) -> torch.Tensor:
 
 
 def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu=0.0, n_iter: int | None = None,
-          tol: float = 1e-6, z0: torch.Tensor | None = None, history: bool = False) -> SolveResult:
+          tol: float = 1e-6, z0: torch.Tensor | None = None, history: bool = False, polish: bool = False,
+          iterate_dtype: torch.dtype | None = None) -> SolveResult:
     r"""Sparse coding by proximal gradient descent.
 
     .. math:: \hat z = \argmin_{z} \tfrac12\|x - Dz\|_2^2 + \sum_i \lambda_i |z_i| + \tfrac{\mu}{2}\|z\|_2^2
               \quad (\text{s.t. } z \ge 0 \text{ if } \texttt{nonneg}),
 
     for every sample of the batch ``x`` at once. ``method="ista"`` takes the step of chapter 5
-    ``eq-ista``; ``"fista"`` adds the momentum of ``eq-fista`` (Beck and Teboulle, 2009).
+    ``eq-ista``; ``"fista"`` adds the momentum of ``eq-fista`` (Beck and Teboulle, 2009). Both are
+    the textbook iterations (step :math:`1/L`, no restart) whose rates chapter 5 checks.
+
+    ``method="fista_restart"`` is the fast variant (:mod:`cscnb.fast_solvers`): FISTA with the
+    adaptive gradient restart of O'Donoghue and Candès (2015), each sample stopping on its own
+    relative change (converged samples leave the batch). Its iterates differ from ``"fista"``;
+    its minimizer does not.
 
     Parameters
     ----------
@@ -181,15 +212,23 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     nonneg : constrain :math:`z \ge 0` (chapter 2: the prox becomes ReLU with bias :math:`-\lambda/L`)
     mu : elastic-net weight :math:`\mu \ge 0`
     n_iter : iteration cap (default 1000); with ``n_iter`` set and a tolerance reached earlier, stops early
-    tol : stop when :math:`\max_b \|z_k - z_{k-1}\| / \|z_{k-1}\| <` ``tol``
+    tol : stop when :math:`\max_b \|z_k - z_{k-1}\| / \|z_{k-1}\| <` ``tol`` (``"fista_restart"``: each
+        sample stops on its own relative change, checked every 5 iterations)
     z0 : warm start (default zeros)
-    history : record the per-iteration objective, relative change and step
+    history : record the per-iteration objective, relative change and step (``"ista"``/``"fista"``)
+    polish : ``"fista_restart"`` with a ``LinearDictionary`` only: solve the optimality system exactly
+        on each sample's identified support and keep the result when the full optimality
+        conditions hold (chapter 2, ``eq-kkt``)
+    iterate_dtype : with ``polish``, the dtype of the support-identifying iterations (e.g.
+        ``torch.float32`` for a float64 problem); polished codes are computed and checked in ``x``'s
+        dtype, and samples not polished continue in ``x``'s dtype
 
     The iterations are plain autograd operations, so gradients flow to ``x``, ``lam`` and the
     dictionary weight (the step :math:`1/L` is treated as a constant).
     """
     _check_iteration_args(method, n_iter, tol)
     lam_t, mu, code_shape = _check_inputs(dictionary, x, lam, mu, z0)
+    _check_fast_options(method, dictionary, history, polish, iterate_dtype)
     max_iter = DEFAULT_MAX_ITER if n_iter is None else n_iter
     signal_size = dictionary.signal_size(x)
     L = dictionary.lipschitz_constant(signal_size)
@@ -206,6 +245,12 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
         return elastic_net_prox(y - step * gradient, threshold, shrink, nonneg)
 
     z = torch.zeros(code_shape, dtype=x.dtype, device=x.device) if z0 is None else z0.to(x.dtype)
+    if method == "fista_restart":
+        z, k, converged = restarted_fista(dictionary, x, lam_t, mu, nonneg, step, signal_size, z, max_iter, tol,
+                                          polish=polish, iterate_dtype=iterate_dtype)
+        with torch.no_grad():
+            final = _objective(dictionary, x, z, lam_t, mu, signal_size)
+        return SolveResult(z=z, n_iter=k, converged=converged, objective=final)
     return _iterate(prox_grad, z, method == "fista", max_iter, tol, step, history,
                     lambda zz: _objective(dictionary, x, zz, lam_t, mu, signal_size))
 
