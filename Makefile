@@ -1,6 +1,7 @@
 # cscnb — the two commands of the README:
 #   make book   set up, execute every chapter, render the site to _build/html
-#   make test   set up, unit tests, strict nbval on every chapter, warnings-as-errors book build
+#   make test   set up, unit tests, strict nbval on every chapter, warnings-as-errors book build,
+#               then the browser test of the built site (offline, in Debian's chromium)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,12 +10,12 @@ STAMP := $(VENV)/.cscnb-installed
 CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
 export PYTHONHASHSEED := 0
 
-.PHONY: book test setup execute html html-strict unit nbval lock clean help lab
+.PHONY: book test setup execute html html-strict unit nbval site-browser site-test lock clean help lab
 
 help:
 	@echo "make book   - set up .venv, execute every chapter, render the site to _build/html"
-	@echo "make test   - set up .venv, unit tests, strict nbval on every chapter, -W book build"
-	@echo "make execute / html / unit / nbval / lock / clean - the individual steps"
+	@echo "make test   - set up .venv, unit tests, strict nbval on every chapter, -W book build, site test"
+	@echo "make execute / html / html-strict / unit / nbval / site-test / lock / clean - the individual steps"
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,20 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) site-browser
+
+# Debian's chromium for the browser test of the site (tests/test_site.py), driven by Playwright
+# with executable_path (never `playwright install`, which downloads a browser build). Installed
+# with apt-get when missing, where we are root; elsewhere the site test skips and says why.
+CHROMIUM ?= /usr/bin/chromium
+site-browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the site test (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	else \
+	  echo "NOTE: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get): the site test will be skipped"; \
+	fi
 
 # Restart-and-run-all every chapter in the pinned environment; outputs are committed.
 execute: setup
@@ -43,14 +57,19 @@ book: execute html
 	@echo "Open _build/html/index.html in a browser."
 
 unit: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -m "not site" tests
 
 # Strict nbval: every stored output must be reproduced (only the sanitizer's patterns are masked).
 nbval: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg -n 2 --dist loadfile $(CHAPTERS)
 
-test: unit nbval html-strict
+# Browser test of the site html-strict just built: every page opened offline (file://) in
+# chromium, no network; screenshots of every chapter (light and dark) in _build/screenshots/.
+site-test: setup
+	CSCNB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider -m site tests/test_site.py
+
+test: unit nbval html-strict site-test
 
 lock:
 	$(BIN)/python -m pip install -r requirements/book.txt

@@ -1,14 +1,25 @@
 """cscnb: convolutional neural networks as sparse coding — the package behind the book.
 
-The stable public surface (design §3) is re-exported here; submodules:
-``prox``, ``dictionary``, ``solvers`` (and its fast path ``fast_solvers``), ``layers``, ``models``,
-``data`` and ``symbolic`` (SymPy helpers, imported on first use).
+The stable public surface (design §3) is re-exported here. Submodules by role:
+
+* ``prox``, ``dictionary``, ``solvers`` (+ ``fast_solvers``): proximal maps, dictionaries, ISTA/FISTA
+* ``layers``, ``models``: one-step sparse-coding layers and the hierarchical CNN of Part I
+* ``mlcsc``, ``ml_bp``, ``mlcsc_bounds``: multi-layer CSC pursuits and bounds (chapter 6)
+* ``blocks``, ``unfolding``, ``networks``: Res-CSC / MSD-CSC blocks and classifiers (chapters 7–8)
+* ``theory``, ``bruteforce``: coherence, uniqueness and stability bounds (chapter 9)
+* ``lista``: unrolled solvers LISTA / LISTA-CP / ALISTA (chapter 10)
+* ``data``: digits, MNIST-1D, planted sparse codes; ``symbolic``: SymPy helpers (imported on first use)
 """
-from . import data, dictionary, layers, models, prox, solvers
-from .data import DigitsSplit, PlantedCodes, load_digits, planted_sparse_codes
+from . import (blocks, bruteforce, data, dictionary, layers, lista, mlcsc, models, networks, prox, solvers, theory,
+               unfolding)
+from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer
+from .data import DigitsSplit, MNIST1DSplit, PlantedCodes, load_digits, load_mnist1d, planted_sparse_codes
 from .dictionary import ConvDictionary, Dictionary, LinearDictionary, mutual_coherence, random_orthonormal
 from .layers import SparseCodingConv2d, SparseCodingLinear
+from .lista import ALISTA, LISTA, LISTACP, UnrolledConfig
+from .mlcsc import layered_basis_pursuit, layered_thresholding, ml_fista
 from .models import HierarchicalSparseCodingConfig, HierarchicalSparseCodingNet
+from .networks import DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN
 from .prox import elastic_net_prox, hard_threshold, nonneg_soft_threshold, soft_threshold
 from .solvers import SolveHistory, SolveResult, kkt_residual, objective, solve
 
@@ -18,9 +29,13 @@ __all__ = [
     "ConvDictionary", "Dictionary", "LinearDictionary", "mutual_coherence", "random_orthonormal",
     "elastic_net_prox", "hard_threshold", "nonneg_soft_threshold", "soft_threshold",
     "SolveHistory", "SolveResult", "kkt_residual", "objective", "solve",
-    "DigitsSplit", "PlantedCodes", "load_digits", "planted_sparse_codes",
+    "DigitsSplit", "MNIST1DSplit", "PlantedCodes", "load_digits", "load_mnist1d", "planted_sparse_codes",
     "SparseCodingConv2d", "SparseCodingLinear",
     "HierarchicalSparseCodingConfig", "HierarchicalSparseCodingNet",
+    "DenseBlock", "MSDCSCBlock", "ResCSCBlock", "ResidualBlock", "UnfoldedCSCLayer",
+    "DenseNetCNN", "MLCSCNet", "MSDCSCNet", "NetworkConfig", "PlainCNN", "ResCSCNet", "ResNetCNN",
+    "ALISTA", "LISTA", "LISTACP", "UnrolledConfig",
+    "layered_basis_pursuit", "layered_thresholding", "ml_fista",
     "symbolic",
 ]
 
