@@ -14,6 +14,9 @@ Every page of the built site (``_build/html``, or ``$CSCNB_SITE_DIR``) is opened
   buttons, ``hide-input`` cells start collapsed and open on click, chapters offer their ``.ipynb``
   for download, every page links the notation page, the search page finds chapter 1 for
   "soft threshold", the theme switch turns a page dark and figures keep an opaque white backing.
+* figures: every output image of a chapter sits in a numbered, captioned figure ("Fig. 3.1", numbered
+  1, 2, ... within the chapter), every figure is referenced from the text, and every ``fig-`` reference
+  lands on a figure and shows that figure's number.
 
 Screenshots of every chapter page, light and dark (and of the notation page), are written to
 ``_build/screenshots/``.
@@ -61,6 +64,10 @@ PAGE_FACTS_JS = """() => {
     downloads: q('a[href$=".ipynb"], a[href$=".md"]').map(a => a.href),
     notationLinks: q('.cscnb-notation-link a').map(a => a.href),
     hasMathJax: !!document.querySelector('script[src*="mathjax"]'),
+    figures: q('figure').map(f => ({id: f.id, hasImage: !!f.querySelector('img'),
+      number: ((f.querySelector('figcaption .caption-number') || {}).textContent || '').trim(),
+      caption: ((f.querySelector('figcaption .caption-text') || {}).textContent || '').trim()})),
+    outputImagesOutsideFigures: q('.cell_output img').filter(i => !i.closest('figure')).length,
   };
 }"""
 
@@ -343,3 +350,67 @@ def test_dark_mode_toggles_and_figures_keep_a_white_backing(site):
     assert not problems, problems
     shots = sorted(SCREENSHOTS.glob("*.png"))
     assert len(shots) >= 2 * sum(map(_is_chapter, site["pages"])), f"screenshots: {shots}"
+
+
+FIGURE_NUMBER = re.compile(r"Fig\. (\d+)\.(\d+)")
+
+
+def test_chapter_figures_are_numbered_and_captioned(site):
+    """MyST-NB wraps an output in a figure only when the cell has ``mystnb.figure`` metadata (a
+    caption and a ``fig-...`` name); an image without it has no number and cannot be referenced."""
+    seen = [0]
+
+    def check(path, r):
+        if not _is_chapter(path) or not r.facts:
+            return []
+        f = r.facts
+        out = [f"{f['outputImagesOutsideFigures']} output image(s) not in a numbered figure"] if f[
+            "outputImagesOutsideFigures"] else []
+        numbers = []
+        for fig in (g for g in f["figures"] if g["hasImage"]):
+            seen[0] += 1
+            match = FIGURE_NUMBER.fullmatch(fig["number"])
+            if not fig["id"].startswith("fig-"):
+                out.append(f"figure {fig['number']!r} has id {fig['id']!r}, not a fig-... name")
+            if not match:
+                out.append(f"figure #{fig['id']} shows caption number {fig['number']!r}, not 'Fig. N.M'")
+            else:
+                numbers.append((int(match.group(1)), int(match.group(2))))
+            if len(fig["caption"]) < 20:
+                out.append(f"figure #{fig['id']} has no real caption: {fig['caption']!r}")
+        if numbers and ({n for n, _ in numbers} != {numbers[0][0]}
+                        or [m for _, m in numbers] != list(range(1, len(numbers) + 1))):
+            out.append(f"figure numbers are not one chapter's 1, 2, ...: {numbers}")
+        if not numbers:
+            out.append("no numbered figure")
+        return out
+    problems = _problems(site, check)
+    assert not problems, problems
+    assert seen[0] >= 10, f"only {seen[0]} figures found"
+
+
+def test_figure_references_resolve_to_numbered_figures(site):
+    index = _anchor_index(site)
+    figures = {(path, fig["id"]): fig["number"] for path, facts in index.items()
+               for fig in facts.get("figures", []) if fig["id"]}
+    referenced, checked = set(), [0]
+
+    def check(path, r):
+        out = []
+        for link in r.facts.get("links", []):
+            target = _local_target(link["href"])
+            if not target or not target[1].startswith("fig-") or "headerlink" in link["cls"]:
+                continue
+            checked[0] += 1
+            if target not in figures:
+                out.append(f"{link['text']!r} -> #{target[1]} is not a figure in {target[0]}")
+            elif link["text"] != figures[target]:
+                out.append(f"reference to #{target[1]} shows {link['text']!r}, not {figures[target]!r}")
+            else:
+                referenced.add(target)
+        return out
+    problems = _problems(site, check)
+    assert not problems, problems
+    unreferenced = sorted(f"{p}#{i}" for (p, i) in figures if _is_chapter(p) and (p, i) not in referenced)
+    assert not unreferenced, "figures never referenced with {numref} from the text:\n" + "\n".join(unreferenced)
+    assert checked[0] >= 10, f"only {checked[0]} figure references found"
