@@ -38,12 +38,16 @@ site-browser:
 	  echo "NOTE: $(CHROMIUM) is missing and cannot be installed here (needs root and apt-get): the site test will be skipped"; \
 	fi
 
+# nbclient records per-cell timestamps; they change on every run and carry no information
+export STRIP_TIMING := import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); [c.metadata.pop("execution", None) for c in nb.cells]; nbformat.write(nb, sys.argv[1])
+
 # Restart-and-run-all every chapter in the pinned environment; outputs are committed.
 execute: setup
 	@for nb in $(CHAPTERS); do \
 	  start=$$SECONDS; \
 	  $(BIN)/jupyter execute --inplace --timeout=900 --kernel_name=python3 "$$nb" 2>/dev/null || \
 	    { echo "FAILED: $$nb (re-run: $(BIN)/jupyter execute --inplace $$nb)"; exit 1; }; \
+	  $(BIN)/python -c "$$STRIP_TIMING" "$$nb"; \
 	  printf "executed %-45s %4d s\n" "$$nb" "$$((SECONDS - start))"; \
 	done
 

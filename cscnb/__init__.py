@@ -7,11 +7,20 @@ The stable public surface (design §3) is re-exported here. Submodules by role:
 * ``mlcsc``, ``ml_bp``, ``mlcsc_bounds``: multi-layer CSC pursuits and bounds (chapter 6)
 * ``blocks``, ``unfolding``, ``networks``: Res-CSC / MSD-CSC blocks and classifiers (chapters 7–8)
 * ``theory``, ``bruteforce``: coherence, uniqueness and stability bounds (chapter 9)
-* ``lista``: unrolled solvers LISTA / LISTA-CP / ALISTA (chapter 10)
+* ``lista``: unrolled solvers LISTA / LISTA-CP / ALISTA (chapter 10); ``sparsity``: sparse-feature metrics
+  and regularisers (chapter 11)
+* ``csc_layer``, ``convert``: SDNet's CSC layer as a drop-in ``nn.Conv2d`` (chapter 12); ``corruptions``,
+  ``attacks``: robustness experiments (chapter 13)
+* ``resnet``, ``presets``, ``results``, ``cifar``: models and the training system (``python -m cscnb.train``)
 * ``data``: digits, MNIST-1D, planted sparse codes; ``symbolic``: SymPy helpers (imported on first use)
 """
-from . import (blocks, bruteforce, data, dictionary, layers, lista, mlcsc, models, networks, prox, solvers, theory,
-               unfolding)
+from . import (attacks, blocks, bruteforce, cifar, corruptions, csc_layer, data, dictionary, layers, lista, mlcsc,
+               models, networks, presets, prox, resnet, results, solvers, sparsity, theory, unfolding)
+from .convert import convert
+from .csc_layer import CSCLayer, test_time_lam
+from .presets import PRESETS, TrainConfig
+from .resnet import resnet18, resnet34, sdnet18, sdnet18_all, sdnet34, sdnet34_all
+from .results import load_run, load_runs
 from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer
 from .data import DigitsSplit, MNIST1DSplit, PlantedCodes, load_digits, load_mnist1d, planted_sparse_codes
 from .dictionary import ConvDictionary, Dictionary, LinearDictionary, mutual_coherence, random_orthonormal
@@ -36,6 +45,9 @@ __all__ = [
     "DenseNetCNN", "MLCSCNet", "MSDCSCNet", "NetworkConfig", "PlainCNN", "ResCSCNet", "ResNetCNN",
     "ALISTA", "LISTA", "LISTACP", "UnrolledConfig",
     "layered_basis_pursuit", "layered_thresholding", "ml_fista",
+    "CSCLayer", "test_time_lam", "convert",
+    "resnet18", "resnet34", "sdnet18", "sdnet18_all", "sdnet34", "sdnet34_all",
+    "PRESETS", "TrainConfig", "load_run", "load_runs",
     "symbolic",
 ]
 

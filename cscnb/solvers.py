@@ -21,7 +21,7 @@ from .dictionary import Dictionary, LinearDictionary
 from .fast_solvers import restarted_fista
 from .prox import elastic_net_prox
 
-__all__ = ["solve", "objective", "kkt_residual", "SolveResult", "SolveHistory", "METHODS"]
+__all__ = ["solve", "objective", "kkt_residual", "fista_step", "fista_steps", "SolveResult", "SolveHistory", "METHODS"]
 
 METHODS = ("ista", "fista", "fista_restart")
 DEFAULT_MAX_ITER = 1000
@@ -266,19 +266,16 @@ def _iterate(prox_grad, z, momentum: bool, max_iter: int, tol: float, step: floa
     converged, k = False, 0
     tiny = torch.finfo(z.dtype).tiny
     for k in range(1, max_iter + 1):
-        z_next = prox_grad(y)
+        if momentum:
+            z_next, y, t = fista_step(prox_grad, z, y, t)
+        else:
+            z_next = y = prox_grad(y)
         with torch.no_grad():
             diff = (z_next - z).reshape(z.shape[0], -1).norm(dim=1)
             base = z.reshape(z.shape[0], -1).norm(dim=1).clamp_min(tiny)
             # a sample whose code stays exactly 0 has converged
             rel = torch.where(diff == 0, torch.zeros_like(diff), diff / base)
             change = float(rel.max())
-        if momentum:
-            t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            y = z_next + ((t - 1) / t_next) * (z_next - z)
-            t = t_next
-        else:
-            y = z_next
         z = z_next
         if keep_history:
             changes.append(change)
@@ -294,3 +291,36 @@ def _iterate(prox_grad, z, momentum: bool, max_iter: int, tol: float, step: floa
         hist = SolveHistory(objective=torch.stack(objectives), relative_change=torch.tensor(changes, dtype=torch.float64),
                             step=torch.full((len(changes),), step, dtype=torch.float64))
     return SolveResult(z=z, n_iter=k, converged=converged, objective=final, history=hist)
+
+
+def fista_step(prox_grad, z, y, t: float):
+    r"""One FISTA step (Beck and Teboulle, 2009): the step shared by :func:`solve` and ``cscnb.CSCLayer``.
+
+    .. math:: z_{k+1} = \operatorname{prox}_{\eta g}\big(y_k - \eta\nabla f(y_k)\big),\quad
+              t_{k+1} = \tfrac{1 + \sqrt{1 + 4t_k^2}}{2},\quad
+              y_{k+1} = z_{k+1} + \tfrac{t_k - 1}{t_{k+1}}(z_{k+1} - z_k),
+
+    where ``prox_grad(y)`` computes the first formula. Returns ``(z_next, y_next, t_next)``.
+    Implements chapter 5, ``eq-fista``, in the form of chapter 12, ``eq-ch12-fista``.
+    """
+    z_next = prox_grad(y)
+    t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+    y_next = z_next + ((t - 1) / t_next) * (z_next - z)
+    return z_next, y_next, t_next
+
+
+def fista_steps(prox_grad, z0: torch.Tensor, n_steps: int) -> torch.Tensor:
+    r"""``n_steps`` FISTA steps (:func:`fista_step`) from ``z0`` with :math:`y_0 = z_0`, :math:`t_0 = 1`; returns :math:`z_K`.
+
+    The iterate after :math:`K` steps of the problem whose proximal-gradient map is ``prox_grad``
+    (chapter 12, ``eq-ch12-fista``). Plain autograd operations: differentiating the result is
+    the *unrolled* gradient.
+    """
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
+        raise TypeError(f"n_steps must be a positive int, got {type(n_steps).__name__}")
+    if n_steps <= 0:
+        raise ValueError(f"n_steps must be a positive int, got {n_steps}")
+    z, y, t = z0, z0, 1.0
+    for _ in range(n_steps):
+        z, y, t = fista_step(prox_grad, z, y, t)
+    return z

@@ -1,0 +1,197 @@
+"""CSCLayer (chapter 12): shapes, FISTA shared with solve, gradients vs finite differences,
+one step = Conv2d + bias + ReLU, warm-started step size, test-time λ, convert, bad input."""
+import pytest
+import torch
+import torch.nn as nn
+
+from cscnb import ConvDictionary, solve
+from cscnb.convert import convert
+from cscnb.csc_layer import CSCLayer, csc_code, test_time_lam, unit_norm_atoms
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 0), (2, 1), (1, 2)])
+@pytest.mark.parametrize("size", [8, 9])
+def test_output_shape_matches_conv2d(stride, padding, size):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, size, size)
+    layer = CSCLayer(3, 5, 3, stride=stride, padding=padding)
+    conv = nn.Conv2d(3, 5, 3, stride=stride, padding=padding)
+    assert layer(x).shape == conv(x).shape
+
+
+@pytest.mark.parametrize("stride,padding,mu", [(1, 1, 0.0), (2, 1, 0.3)])
+def test_layer_iterates_are_solve_fista_iterates(stride, padding, mu):
+    # one FISTA implementation: K layer steps equal K steps of cscnb.solve(method="fista")
+    torch.manual_seed(1)
+    x, w = torch.randn(2, 2, 7, 7), unit_norm_atoms(torch.randn(4, 2, 3, 3))
+    d = ConvDictionary(w, stride=stride, padding=padding)
+    L = d.lipschitz_constant((7, 7))
+    ref = solve(d, x, 0.2, method="fista", nonneg=True, mu=mu, n_iter=7, tol=1e-300).z
+    z = csc_code(x, w, 0.2, mu=mu, step=1 / L, n_iter=7, stride=stride, padding=padding)
+    torch.testing.assert_close(z, ref, rtol=0, atol=1e-12)
+
+
+def test_one_step_from_zero_is_conv2d_bias_relu():
+    torch.manual_seed(2)
+    layer = CSCLayer(3, 6, 3, stride=2, padding=1, n_iter=1, lam=torch.rand(6), per_channel_lam=True, mu=0.5)
+    x = torch.randn(4, 3, 10, 10)
+    eta = 1 / layer.lipschitz(x)
+    conv = nn.Conv2d(3, 6, 3, stride=2, padding=1)
+    with torch.no_grad():
+        conv.weight.copy_(eta * layer.dictionary_weight())
+        conv.bias.copy_(-eta * layer.lam)
+    torch.testing.assert_close(layer(x), torch.relu(conv(x)) / (1 + eta * 0.5))
+
+
+def _directional_fd(f, args, index, direction, eps=1e-6):
+    plus, minus = list(args), list(args)
+    plus[index] = args[index] + eps * direction
+    minus[index] = args[index] - eps * direction
+    with torch.no_grad():
+        return (f(*plus) - f(*minus)) / (2 * eps)
+
+
+@pytest.mark.parametrize("backward", ["unroll", "implicit"])
+def test_converged_gradients_match_finite_differences(backward):
+    torch.manual_seed(3)
+    x, w = torch.randn(2, 2, 6, 6), unit_norm_atoms(torch.randn(3, 2, 3, 3))
+    lam = torch.tensor([0.3, 0.2, 0.4])
+    L = ConvDictionary(w, padding=1).lipschitz_constant((6, 6))
+    weights = torch.randn(2, 3, 6, 6)
+    # μ > 0 makes the problem strongly convex, so 150 FISTA steps reach the minimizer to ~1e-10
+    mu, n_iter = 1.0, 150
+
+    def loss(x_, w_, lam_):
+        return (weights * csc_code(x_, w_, lam_, mu=mu, step=1 / L, n_iter=n_iter, padding=1, backward=backward)).sum()
+    args = [t.clone().requires_grad_() for t in (x, w, lam)]
+    z = csc_code(x, w, lam, mu=mu, step=1 / L, n_iter=n_iter, padding=1)
+    z_more = csc_code(x, w, lam, mu=mu, step=1 / L, n_iter=2 * n_iter, padding=1)
+    torch.testing.assert_close(z, z_more, rtol=0, atol=1e-10)  # converged
+    assert 0.05 < (z > 0).double().mean() < 0.95  # a non-trivial support
+    grads = torch.autograd.grad(loss(*args), args)
+    for i, (t, g) in enumerate(zip((x, w, lam), grads)):
+        direction = torch.randn_like(t)
+        fd = _directional_fd(loss, [x, w, lam], i, direction)
+        torch.testing.assert_close((g * direction).sum(), fd, rtol=1e-5, atol=1e-6)
+
+
+def test_implicit_gradient_stays_bounded_before_convergence():
+    torch.manual_seed(4)
+    layer = CSCLayer(3, 16, 3, padding=1, backward="implicit").float()
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float32)
+    layer(x).sum().backward()
+    assert torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().max() < 1e6
+
+
+def test_warm_started_step_costs_at_most_two_power_iterations_per_training_step():
+    torch.manual_seed(5)
+    layer = CSCLayer(3, 8, 3, padding=1, n_iter=2, learnable_lam=True)
+    opt = torch.optim.SGD(layer.parameters(), lr=0.05)
+    x = torch.randn(8, 3, 10, 10)
+    layer(x)
+    counts = []
+    for _ in range(6):
+        before = layer.step_size.power_iterations
+        loss = (layer(x) - 0.1).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        counts.append(layer.step_size.power_iterations - before)
+    assert counts[0] == 0 and all(c == 2 for c in counts[1:])  # first step: weight not yet changed
+    before = layer.step_size.power_iterations
+    with torch.no_grad():
+        layer(x)
+        layer(x)
+    assert layer.step_size.power_iterations - before == 2  # one refresh after the last update, then cached
+    exact = ConvDictionary(layer.dictionary_weight().detach(), padding=1).lipschitz_constant((10, 10), n_iter=300)
+    assert layer.lipschitz(x) >= exact / (1 + 1e-3)  # the margin keeps 1/L a valid FISTA step
+    assert layer.refresh_step_size(x) == pytest.approx(1.1 * exact / (1 + 1e-3), rel=1e-3)
+    assert layer.refresh_step_size() == layer.refresh_step_size(x)  # default: the last input size
+    with pytest.raises(ValueError, match="x_or_size"):
+        CSCLayer(3, 8, 3).refresh_step_size()
+
+
+def test_lam_setter_and_test_time_lam_restore_even_on_error():
+    model = nn.Sequential(CSCLayer(1, 2, 3), nn.ReLU(), CSCLayer(2, 3, 3, per_channel_lam=True, lam=[0.1, 0.2, 0.3],
+                                                               learnable_lam=True))
+    model[0].lam = 0.25
+    assert float(model[0].lam) == 0.25
+    with test_time_lam(model, 0.7):
+        assert float(model[0].lam) == 0.7 and torch.equal(model[2].lam, torch.full((3,), 0.7))
+    with pytest.raises(RuntimeError, match="boom"):
+        with test_time_lam(model, 1.5):
+            raise RuntimeError("boom")
+    assert float(model[0].lam) == 0.25
+    torch.testing.assert_close(model[2].lam.detach(), torch.tensor([0.1, 0.2, 0.3]))
+    assert isinstance(model[2].lam_param, nn.Parameter)
+
+
+def test_larger_lam_gives_sparser_codes():
+    torch.manual_seed(6)
+    layer, x = CSCLayer(3, 8, 3, n_iter=5, lam=0.05), torch.randn(2, 3, 8, 8)
+    dense = (layer(x) > 0).double().mean()
+    layer.lam = 0.5
+    assert (layer(x) > 0).double().mean() < dense
+
+
+def test_convert_nested_model():
+    torch.manual_seed(7)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+                          nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(6)),
+                          nn.Conv2d(6, 2, 1))
+    x = torch.randn(2, 1, 9, 9)
+    shape = model(x).shape
+    w = model[2][0].weight.detach().clone()
+    convert(model, select=lambda name, m: m.stride == (2, 2), n_iter=3, lam=0.2)
+    assert isinstance(model[2][0], CSCLayer) and isinstance(model[0], nn.Conv2d)
+    assert model[2][0].n_iter == 3 and torch.equal(model[2][0].weight.detach(), w)
+    assert model(x).shape == shape
+    assert convert(model) is model and sum(isinstance(m, CSCLayer) for m in model.modules()) == 3
+    assert model(x).shape == shape
+    by_name = convert(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)), select="1")
+    assert isinstance(by_name[1], CSCLayer) and isinstance(by_name[0], nn.Conv2d)
+
+
+def test_convert_rejects_unsupported_convolutions():
+    with pytest.raises(ValueError, match="groups"):
+        convert(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)))
+    with pytest.raises(ValueError, match="dilation"):
+        convert(nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2)))
+    with pytest.raises(TypeError, match="select"):
+        convert(nn.Sequential(nn.Conv2d(4, 4, 3)), select=3)
+    with pytest.raises(TypeError, match="model"):
+        convert("not a model")
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(backward="magic"), ValueError, "backward"),
+    (dict(lam=-0.1), ValueError, "lam"),
+    (dict(n_iter=0), ValueError, "n_iter"),
+    (dict(n_iter=2.5), TypeError, "n_iter"),
+    (dict(per_channel_lam=True, lam=[0.1, 0.2]), ValueError, "out_channels"),
+    (dict(mu=-1.0), ValueError, "mu"),
+    (dict(bias=True), ValueError, "bias"),
+    (dict(groups=2), ValueError, "groups"),
+])
+def test_bad_input_names_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        CSCLayer(4, 3, 3, **kwargs)
+
+
+def test_bad_forward_and_setter_input():
+    layer = CSCLayer(2, 3, 3)
+    with pytest.raises(ValueError, match="x must have shape"):
+        layer(torch.randn(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="lam"):
+        layer.lam = -1.0
+    with pytest.raises(TypeError, match="model"):
+        with test_time_lam(layer.weight, 0.1):
+            pass
