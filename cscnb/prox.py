@@ -27,6 +27,11 @@ def _check_threshold(t, name: str = "t"):
         raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(t).__name__}")
 
 
+def _like(t, u: torch.Tensor):
+    """A tensor threshold in u's dtype and device (numbers broadcast as they are)."""
+    return t.to(dtype=u.dtype, device=u.device) if isinstance(t, torch.Tensor) else t
+
+
 def soft_threshold(u: torch.Tensor, t) -> torch.Tensor:
     r"""Soft threshold :math:`S_t(u) = \operatorname{sign}(u)\max(|u| - t, 0)`.
 
@@ -36,10 +41,8 @@ def soft_threshold(u: torch.Tensor, t) -> torch.Tensor:
     Implements chapter 1, equation :math:`\eqref{eq-soft-threshold}` (label ``eq-soft-threshold``).
     """
     _check_threshold(t)
+    t = _like(t, u)
     # u - clamp(u, -t, t) equals sign(u)·max(|u|-t, 0) and keeps a tensor t broadcastable.
-    if isinstance(t, torch.Tensor):
-        t = t.to(dtype=u.dtype, device=u.device)
-        return u - torch.clamp(u, -t, t)
     return u - torch.clamp(u, -t, t)
 
 
@@ -52,9 +55,7 @@ def nonneg_soft_threshold(u: torch.Tensor, t) -> torch.Tensor:
     Implements chapter 2, equation ``eq-relu-bias`` (ReLU with bias :math:`b = -t`).
     """
     _check_threshold(t)
-    if isinstance(t, torch.Tensor):
-        t = t.to(dtype=u.dtype, device=u.device)
-    return torch.relu(u - t)
+    return torch.relu(u - _like(t, u))
 
 
 def elastic_net_prox(u: torch.Tensor, t, s=0.0, nonneg: bool = False) -> torch.Tensor:
@@ -66,10 +67,18 @@ def elastic_net_prox(u: torch.Tensor, t, s=0.0, nonneg: bool = False) -> torch.T
 
     Implements chapter 12, equation ``eq-elastic-net-prox`` (used by every solver step).
     """
+    _check_threshold(t)
     _check_threshold(s, "s")
-    shrunk = nonneg_soft_threshold(u, t) if nonneg else soft_threshold(u, t)
+    return _elastic_net_shrink(u, t, s, nonneg)
+
+
+def _elastic_net_shrink(u: torch.Tensor, t, s, nonneg: bool) -> torch.Tensor:
+    """:func:`elastic_net_prox` without argument checks, for solver loops whose ``t`` and ``s``
+    were validated once before the first iteration (the checks synchronize with the device)."""
+    t = _like(t, u)
+    shrunk = torch.relu(u - t) if nonneg else u - torch.clamp(u, -t, t)
     if isinstance(s, torch.Tensor):
-        return shrunk / (1 + s.to(dtype=u.dtype, device=u.device))
+        return shrunk / (1 + _like(s, u))
     return shrunk / (1 + s) if s else shrunk
 
 
@@ -83,6 +92,4 @@ def hard_threshold(u: torch.Tensor, t) -> torch.Tensor:
     Implements chapter 10, equation ``eq-hard-threshold``.
     """
     _check_threshold(t)
-    if isinstance(t, torch.Tensor):
-        t = t.to(dtype=u.dtype, device=u.device)
-    return u * (u.abs() > t).to(u.dtype)
+    return u * (u.abs() > _like(t, u)).to(u.dtype)

@@ -19,7 +19,7 @@ import torch
 
 from .dictionary import Dictionary, LinearDictionary
 from .fast_solvers import restarted_fista
-from .prox import elastic_net_prox
+from .prox import _elastic_net_shrink
 
 __all__ = ["solve", "objective", "kkt_residual", "fista_step", "fista_steps", "SolveResult", "SolveHistory", "METHODS"]
 
@@ -242,7 +242,8 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     def prox_grad(y):
         # y − (1/L)(DᵀDy − Dᵀx), then the elastic-net prox
         gradient = dictionary.analyze(dictionary.synthesize(y, output_size=signal_size)) - analysis_of_x
-        return elastic_net_prox(y - step * gradient, threshold, shrink, nonneg)
+        # λ and μ were checked once in _check_inputs; no per-iteration re-validation
+        return _elastic_net_shrink(y - step * gradient, threshold, shrink, nonneg)
 
     z = torch.zeros(code_shape, dtype=x.dtype, device=x.device) if z0 is None else z0.to(x.dtype)
     if method == "fista_restart":
