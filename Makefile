@@ -10,12 +10,13 @@ STAMP := $(VENV)/.cscnb-installed
 CHAPTERS := $(sort $(wildcard chapters/*.ipynb))
 export PYTHONHASHSEED := 0
 
-.PHONY: book test setup execute html html-strict unit nbval site-browser site-test lock clean help lab
+.PHONY: book test setup execute html html-strict unit nbval site-browser site-test lock clean help lab bench-setup bench
 
 help:
 	@echo "make book   - set up .venv, execute every chapter, render the site to _build/html"
 	@echo "make test   - set up .venv, unit tests, strict nbval on every chapter, -W book build, site test"
 	@echo "make execute / html / html-strict / unit / nbval / site-test / lock / clean - the individual steps"
+	@echo "make bench  - install the benchmark-only extras, run every benchmark, JSON to _build/bench/"
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -88,3 +89,22 @@ JUPYTERLAB_VERSION ?= 4.6.6
 lab: setup
 	test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install --quiet "jupyterlab==$(JUPYTERLAB_VERSION)"
 	$(BIN)/jupyter lab chapters/
+
+# Benchmarks (never part of `make test`): requirements/bench.txt adds sporco for bench_solvers' problem (b).
+# Each script's JSON goes to a temporary file first and replaces _build/bench/NAME.json only on success,
+# so a failed or interrupted run never destroys the previous figures.
+BENCH_STAMP := $(VENV)/.cscnb-bench-installed
+BENCHMARKS ?= bench_solvers bench_csc_layer bench_memory bench_chapters
+$(BENCH_STAMP): requirements/bench.txt $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/bench.txt
+	touch $(BENCH_STAMP)
+
+bench-setup: setup $(BENCH_STAMP)
+
+bench: bench-setup
+	@mkdir -p _build/bench
+	@for b in $(BENCHMARKS); do \
+	  echo "running benchmarks/$$b.py"; \
+	  $(BIN)/python benchmarks/$$b.py > _build/bench/$$b.json.tmp && mv _build/bench/$$b.json.tmp _build/bench/$$b.json \
+	    || { echo "FAILED: benchmarks/$$b.py (previous _build/bench/$$b.json kept)"; rm -f _build/bench/$$b.json.tmp; exit 1; }; \
+	done

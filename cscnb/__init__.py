@@ -2,20 +2,23 @@
 
 The stable public surface (design §3) is re-exported here. Submodules by role:
 
-* ``prox``, ``dictionary``, ``solvers`` (+ ``fast_solvers``): proximal maps, dictionaries, ISTA/FISTA
+* ``prox``, ``dictionary``, ``solvers`` (+ ``fast_solvers``, ``fft_solvers``, ``fourier_admm``): proximal maps,
+  dictionaries, ISTA/FISTA, and fast paths (restart + polish; Fourier-domain FISTA and ADMM for circular convolutions)
 * ``layers``, ``models``: one-step sparse-coding layers and the hierarchical CNN of Part I
 * ``mlcsc``, ``ml_bp``, ``mlcsc_bounds``: multi-layer CSC pursuits and bounds (chapter 6)
 * ``blocks``, ``unfolding``, ``networks``: Res-CSC / MSD-CSC blocks and classifiers (chapters 7–8)
 * ``theory``, ``bruteforce``: coherence, uniqueness and stability bounds (chapter 9)
 * ``lista``: unrolled solvers LISTA / LISTA-CP / ALISTA (chapter 10); ``sparsity``: sparse-feature metrics
   and regularisers (chapter 11)
-* ``csc_layer``, ``convert``: SDNet's CSC layer as a drop-in ``nn.Conv2d`` (chapter 12); ``corruptions``,
-  ``attacks``: robustness experiments (chapter 13)
-* ``resnet``, ``presets``, ``results``, ``cifar``: models and the training system (``python -m cscnb.train``)
+* ``csc_layer`` (+ ``csc_steps``), ``convert``: SDNet's CSC layer as a drop-in ``nn.Conv2d`` (chapter 12);
+  ``costs``: its time against its cost floor; ``corruptions``, ``attacks``: robustness experiments (chapter 13)
+* ``resnet``, ``presets``, ``results``, ``cifar``: models and the training system (``python -m cscnb.train``);
+  ``reproduction``: the paper-vs-ours table of chapter 14, filled from ``results/``
 * ``data``: digits, MNIST-1D, planted sparse codes; ``symbolic``: SymPy helpers (imported on first use)
 """
-from . import (attacks, blocks, bruteforce, cifar, corruptions, csc_layer, data, dictionary, layers, lista, mlcsc,
-               models, networks, presets, prox, resnet, results, solvers, sparsity, theory, unfolding)
+from . import (attacks, blocks, bruteforce, cifar, corruptions, costs, csc_layer, csc_steps, data, dictionary, layers,
+               lista, mlcsc, models, networks, presets, prox, reproduction, resnet, results, solvers, sparsity,
+               theory, unfolding)
 from .convert import convert
 from .csc_layer import CSCLayer, test_time_lam
 from .presets import PRESETS, TrainConfig

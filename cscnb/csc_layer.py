@@ -10,20 +10,39 @@ runs ``n_iter`` FISTA steps from :math:`z_0 = 0` (:func:`cscnb.solvers.fista_ste
 ``cscnb.solve`` uses) with step :math:`\eta = 1/L`, :math:`L \ge \|A\|_2^2` (chapter 12,
 ``eq-ch12-fista``).
 
-**Step size by a warm-started power iteration.** :math:`L` depends on the weight, so the layer keeps
-the top eigenvector :math:`v` of :math:`A^\top A` (a buffer) and, only when the weight changed since
-the last estimate (``weight._version`` or the storage changed; an optimizer step changes it in place),
-runs ``steady_power_iters`` (default 2) power iterations from the stored :math:`v`. The Rayleigh
-quotient :math:`\|Av\|^2/\|v\|^2` is a *lower* bound on :math:`\|A\|_2^2`; because an optimizer step
-moves the weight a little, the warm vector is already close to the new top eigenvector and the bound
-is tight up to a small relative error, which the safety margin ``STEP_MARGIN`` (10 %) covers: the layer
-uses :math:`L = (1 + 0.1)\,\|Av\|^2`. (FISTA's guarantee needs :math:`\eta \le 1/\|A\|^2`; the
+**Step size by a warm-started power iteration** (:class:`cscnb.csc_steps.PowerIterationStep`).
+:math:`L` depends on the weight, so the layer keeps the top eigenvector :math:`v` of :math:`A^\top A`
+(a buffer) and, only when the weight changed since the last estimate (``weight._version`` or the
+storage changed; an optimizer step changes it in place), runs ``steady_power_iters`` (default 2)
+power iterations from the stored :math:`v` — at batch size 1, so their cost is a small share of a
+training step (measured by ``benchmarks/bench_csc_layer.py``). The estimate :math:`\|A^\top A v\|`
+(unit :math:`v`) is a *lower* bound on :math:`\|A\|_2^2`; because an optimizer step moves the weight a
+little, the warm vector is already close to the new top eigenvector and the bound is tight up to a
+small relative error, which the safety margin ``STEP_MARGIN`` (10 %) covers: the layer uses
+:math:`L = (1 + 0.1)\,\|A^\top A v\|`. (FISTA's guarantee needs :math:`\eta \le 1/\|A\|^2`; the
 proximal-gradient map itself stays non-expansive up to :math:`\eta < 2/\|A\|^2`, so a slightly
 underestimated :math:`L` degrades gracefully rather than diverging.) :meth:`CSCLayer.refresh_step_size`
 recomputes :math:`L` from scratch with many iterations; a new input size recomputes it too.
 
+**Cost.** From :math:`z_0 = 0`, :math:`K` steps cost :math:`K` analyses (``conv2d``) and :math:`K - 1`
+syntheses (chapter 12, ``eq-ch12-floor``): the first step is one ``conv2d`` with bias
+:math:`-\eta\lambda` and a ReLU, each further step is written in residual form
+:math:`\operatorname{ReLU}(y + \texttt{conv2d}(x - Ay, \eta W, -\eta\lambda))` with in-place updates
+(:class:`cscnb.csc_steps.FusedProxGrad`), and the synthesis is the faster exact one for the shape
+(``synthesis="auto"``). λ is validated once per forward pass. The FISTA iteration itself is
+:func:`cscnb.solvers.fista_steps`, shared with :func:`cscnb.solve`.
+
+**torch.compile is off.** Measured on this project's CPU machine (``benchmarks/bench_csc_layer.py``,
+whole layer at the stem shape (32, 3, 32, 32) → 64, K = 2, inductor, one thread): compiling takes
+4–35 s (plus 1–11 s for the backward graph), the inference forward pass runs 1.1–1.4x faster, but
+forward+backward runs slower (0.56–0.75x over five runs), and the step size is a Python float read
+from a buffer (a graph break). Compiling only the elementwise tail of a step (add, ReLU, momentum)
+saves about 15 % of that tail, which is memory-bound. The layer therefore runs eagerly; wrap it in
+``torch.compile`` yourself for long inference runs at one input shape.
+
 **Gradients.** ``backward="unroll"`` differentiates through the ``n_iter`` steps (memory grows with
-``n_iter``). ``backward="implicit"`` runs the steps without autograd and differentiates the fixed
+``n_iter``). ``backward="implicit"`` runs the steps without autograd, reusing the iterates' memory (peak
+memory flat in ``n_iter``, ``benchmarks/bench_memory.py``), and differentiates the fixed
 point: on the support :math:`S` of :math:`z^\star` the optimality condition
 :math:`(A_S^\top A_S + \mu I) z_S = A_S^\top x - \lambda` is smooth, so (implicit function theorem)
 :math:`\partial\ell/\partial\theta = v^\top \partial_\theta F` with
@@ -41,15 +60,15 @@ from numbers import Real
 import torch
 import torch.nn as nn
 
+from .csc_steps import SYNTHESES, FusedProxGrad, PowerIterationStep, code_shape, fastest_synthesis
 from .dictionary import ConvDictionary
 from .layers import _pair, _positive_int  # the same argument checks as the Part I layers
-from .prox import elastic_net_prox
 from .solvers import fista_steps
 
-__all__ = ["CSCLayer", "csc_code", "test_time_lam", "BACKWARDS", "STEP_MARGIN"]
+__all__ = ["CSCLayer", "csc_code", "test_time_lam", "PowerIterationStep", "BACKWARDS", "STEP_MARGIN"]
 
 BACKWARDS = ("unroll", "implicit")
-#: relative safety margin on the warm-started Rayleigh-quotient estimate of ‖A‖² (see module docstring)
+#: relative safety margin on the warm-started power-iteration estimate ‖AᵀA v‖ of ‖A‖² (see module docstring)
 STEP_MARGIN = 0.1
 _ATOM_EPS = 1e-12
 
@@ -90,15 +109,34 @@ def unit_norm_atoms(weight: torch.Tensor) -> torch.Tensor:
     return weight / norms.reshape(-1, *([1] * (weight.ndim - 1)))
 
 
-def _prox_grad_map(dictionary, x, lam_map, mu: float, eta: float, nonneg: bool):
-    """The proximal-gradient map y ↦ prox_{ηg}(y − η Aᵀ(Ay − x)) of chapter 12, ``eq-ch12-prox-grad``."""
-    signal_size = dictionary.signal_size(x)
-    analysis_of_x = dictionary.analyze(x)  # Aᵀx once
+def _checked_lam(lam, x: torch.Tensor, n_atoms: int) -> torch.Tensor:
+    """λ as a tensor in x's dtype, checked once per forward pass (one device sync, not one per step)."""
+    if not isinstance(lam, torch.Tensor):
+        return torch.tensor(_nonneg_number(lam, "lam"), dtype=x.dtype, device=x.device)
+    if not lam.is_floating_point():
+        raise TypeError(f"lam must be a floating-point tensor, got dtype {lam.dtype}")
+    if lam.ndim == 1 and lam.shape[0] != n_atoms:
+        raise ValueError(f"per-channel lam must have length {n_atoms} (the number of atoms), got {lam.shape[0]}")
+    if not bool((torch.isfinite(lam) & (lam >= 0)).all()):
+        raise ValueError("lam must be finite and non-negative (got NaN, Inf or a negative value)")
+    return lam.to(x.dtype)
 
-    def prox_grad(y):
-        gradient = dictionary.analyze(dictionary.synthesize(y, output_size=signal_size)) - analysis_of_x
-        return elastic_net_prox(y - eta * gradient, eta * lam_map, eta * mu, nonneg)
-    return prox_grad, analysis_of_x
+
+def _run_fista(x, weight, lam, mu, eta, n_iter, stride, padding, nonneg, synthesis, overwrite: bool):
+    """K FISTA steps from 0 with the fused map (K analyses, K − 1 syntheses; chapter 12, ``eq-ch12-floor``).
+
+    Without a graph to record (``torch.no_grad()``, or nothing requires grad) the momentum reuses the
+    iterates' memory whatever ``overwrite`` says.
+    """
+    size = tuple(x.shape[2:])
+    shape = code_shape(weight.shape, size, stride, padding, x.shape[0])
+    differentiable = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or lam.requires_grad)
+    overwrite = overwrite or not differentiable
+    if synthesis == "auto":
+        synthesis = fastest_synthesis(weight, stride, padding, size, shape, backward=differentiable)
+    step_map = FusedProxGrad(x, weight, lam, eta, mu, nonneg, stride, padding, synthesis)
+    zero = x.new_zeros(()).expand(shape)  # z₀ = 0 without memory: T(0) comes from step_map.first()
+    return fista_steps(step_map, zero, n_iter, first=step_map.first(), overwrite=overwrite)
 
 
 def _conjugate_gradient(apply_h, rhs, mask, n_iter: int, tol: float, curvature_floor: float):
@@ -137,12 +175,10 @@ class _ImplicitCSC(torch.autograd.Function):
     """Forward: FISTA without autograd. Backward: implicit differentiation of the fixed point."""
 
     @staticmethod
-    def forward(ctx, x, weight, lam_map, mu, eta, n_iter, stride, padding, nonneg, cg_iter, cg_tol):
-        dictionary = ConvDictionary(weight.detach(), stride=stride, padding=padding)
-        with torch.no_grad():
-            prox_grad, _ = _prox_grad_map(dictionary, x.detach(), lam_map.detach(), mu, eta, nonneg)
-            z0 = torch.zeros(dictionary.code_shape(x.shape), dtype=x.dtype, device=x.device)
-            z = fista_steps(prox_grad, z0, n_iter)
+    def forward(ctx, x, weight, lam_map, mu, eta, n_iter, stride, padding, nonneg, cg_iter, cg_tol, synthesis):
+        with torch.no_grad():  # no graph: the iterates' memory is reused (memory flat in n_iter)
+            z = _run_fista(x.detach(), weight.detach(), lam_map.detach(), mu, eta, n_iter, stride, padding, nonneg,
+                           synthesis, overwrite=True)
         ctx.save_for_backward(x, weight, lam_map, z)
         ctx.options = (mu, eta, stride, padding, cg_iter, cg_tol)
         return z
@@ -171,90 +207,36 @@ class _ImplicitCSC(torch.autograd.Function):
             inputs = [t for t, need in zip((xs, ws, ls), ctx.needs_input_grad[:3]) if need]
             grads = iter(torch.autograd.grad((v * residual_map).sum(), inputs, allow_unused=True)) if inputs else iter(())
             out = [next(grads) if need else None for need in ctx.needs_input_grad[:3]]
-        return (*out, None, None, None, None, None, None, None, None)
+        return (*out, None, None, None, None, None, None, None, None, None)
 
 
 def csc_code(x: torch.Tensor, weight: torch.Tensor, lam, *, mu: float = 0.0, step: float, n_iter: int,
              stride=1, padding=0, nonneg: bool = True, backward: str = "unroll", cg_iter: int = 200,
-             cg_tol: float = 1e-10) -> torch.Tensor:
+             cg_tol: float = 1e-10, synthesis: str = "auto") -> torch.Tensor:
     r"""``n_iter`` FISTA steps from 0 on :math:`\min_{z(\ge 0)} \lambda\|z\|_1 + \tfrac{\mu}{2}\|z\|^2 + \tfrac12\|x - Az\|^2`.
 
     :math:`A` = ``ConvDictionary(weight, stride, padding)`` (used as given: no renormalisation), step
     ``step`` (:math:`\eta \le 1/\|A\|^2`), ``lam`` a scalar or per-channel tensor. ``backward`` selects
-    the unrolled or the implicit gradient. Implements chapter 12, ``eq-ch12-fista`` and ``eq-ch12-implicit``.
+    the unrolled or the implicit gradient; ``synthesis`` the form of :math:`Az` (``"auto"``: the faster
+    exact one for this shape, :func:`cscnb.csc_steps.fastest_synthesis`). The steps use the fused map
+    :class:`cscnb.csc_steps.FusedProxGrad`. Implements chapter 12, ``eq-ch12-fista``, ``eq-ch12-fused``
+    and ``eq-ch12-implicit``.
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    if synthesis not in ("auto", *SYNTHESES):
+        raise ValueError(f"synthesis must be 'auto' or one of {SYNTHESES}, got {synthesis!r}")
     n_iter = _positive_int(n_iter, "n_iter")
     if isinstance(step, bool) or not isinstance(step, Real) or not (step > 0 and math.isfinite(step)):
         raise ValueError(f"step must be a positive finite number, got {step!r}")
     mu = _nonneg_number(mu, "mu")
-    if not isinstance(lam, torch.Tensor):
-        lam = torch.tensor(_nonneg_number(lam, "lam"), dtype=x.dtype, device=x.device)
-    lam_map = lam.reshape(-1, 1, 1) if lam.ndim == 1 else lam
+    stride, padding = _pair(stride, "stride", 1), _pair(padding, "padding", 0)
+    lam = _checked_lam(lam, x, weight.shape[0])
     if backward == "implicit":
+        lam_map = lam.reshape(-1, 1, 1) if lam.ndim == 1 else lam
         return _ImplicitCSC.apply(x, weight, lam_map, mu, float(step), n_iter, stride, padding, nonneg,
-                                  cg_iter, cg_tol)
-    dictionary = ConvDictionary(weight, stride=stride, padding=padding)
-    prox_grad, _ = _prox_grad_map(dictionary, x, lam_map, mu, float(step), nonneg)
-    z0 = torch.zeros(dictionary.code_shape(x.shape), dtype=x.dtype, device=x.device)
-    return fista_steps(prox_grad, z0, n_iter)
-
-
-class PowerIterationStep(nn.Module):
-    r"""Warm-started estimate of :math:`L = (1 + \text{margin})\|A\|_2^2` (chapter 12, ``eq-ch12-step``).
-
-    Keeps the top-eigenvector estimate :math:`v` of :math:`A^\top A` in a buffer. ``get`` returns the
-    cached :math:`L` when the weight token (storage, ``_version``) and the input size are unchanged,
-    runs ``steady_iters`` power iterations from :math:`v` when only the weight changed, and recomputes
-    from a seeded random vector (``INITIAL_ITERS`` iterations) for a new size. ``power_iterations``
-    counts every application of :math:`A^\top A` (for tests and benchmarks).
-    """
-    INITIAL_ITERS = 50
-
-    def __init__(self, steady_iters: int, margin: float):
-        super().__init__()
-        self.steady_iters = steady_iters
-        self.margin = margin
-        self.register_buffer("vector", torch.zeros(0), persistent=False)
-        self.register_buffer("rayleigh", torch.zeros(()), persistent=False)
-        self.size, self.token, self.power_iterations = None, None, 0
-
-    def _iterate(self, dictionary, v, n_iter: int, size) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(device_type=v.device.type, enabled=False):
-            for _ in range(n_iter):
-                v = dictionary.analyze(dictionary.synthesize(v, output_size=size))
-                v = v / v.norm().clamp_min(torch.finfo(v.dtype).tiny)
-                self.power_iterations += 1
-            # Rayleigh quotient ‖Av‖²/‖v‖² with ‖v‖ = 1: a lower bound on ‖A‖², increasing along the iteration
-            rayleigh = dictionary.synthesize(v, output_size=size).square().sum()
-        self.vector, self.rayleigh = v, rayleigh
-        return rayleigh
-
-    def refresh(self, dictionary, size, n_iter: int, token) -> float:
-        """Recompute from a seeded random vector with ``n_iter`` iterations; returns the new :math:`L`."""
-        w = dictionary.weight
-        generator = torch.Generator().manual_seed(0)
-        v = torch.randn((1, dictionary.n_atoms, *dictionary.code_size(size)), generator=generator,
-                        dtype=torch.float64).to(dtype=w.dtype, device=w.device)
-        self._iterate(dictionary, v, n_iter, size)
-        self.size, self.token = size, token
-        return self.value()
-
-    def value(self) -> float:
-        return float(self.rayleigh) * (1 + self.margin)
-
-    def get(self, dictionary_factory, size, token) -> float:
-        if size == self.size and token == self.token:
-            return self.value()
-        dictionary = dictionary_factory()
-        w = dictionary.weight
-        if size != self.size or self.vector.dtype != w.dtype or self.vector.device != w.device \
-                or self.vector.numel() == 0:
-            return self.refresh(dictionary, size, self.INITIAL_ITERS, token)
-        self._iterate(dictionary, self.vector, self.steady_iters, size)
-        self.token = token
-        return self.value()
+                                  cg_iter, cg_tol, synthesis)
+    return _run_fista(x, weight, lam, mu, float(step), n_iter, stride, padding, nonneg, synthesis, overwrite=False)
 
 
 class CSCLayer(nn.Module):
@@ -274,7 +256,7 @@ class CSCLayer(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = False, *, n_iter: int = 2, lam=0.1, mu: float = 0.0,
                  nonneg: bool = True, backward: str = "unroll", learnable_lam: bool = False,
-                 per_channel_lam: bool = False, steady_power_iters: int = 2):
+                 per_channel_lam: bool = False, steady_power_iters: int = 2, synthesis: str = "auto"):
         super().__init__()
         self.in_channels = _positive_int(in_channels, "in_channels")
         self.out_channels = _positive_int(out_channels, "out_channels")
@@ -297,6 +279,9 @@ class CSCLayer(nn.Module):
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
         self.backward = backward
+        if synthesis not in ("auto", *SYNTHESES):
+            raise ValueError(f"synthesis must be 'auto' or one of {SYNTHESES}, got {synthesis!r}")
+        self.synthesis = synthesis
         self.per_channel_lam = bool(per_channel_lam)
         self.learnable_lam = bool(learnable_lam)
         weight = torch.empty(self.out_channels, self.in_channels, *self.kernel_size)
@@ -359,7 +344,7 @@ class CSCLayer(nn.Module):
         L = self.lipschitz(x)
         return csc_code(x, self.dictionary_weight(), self.lam.to(x.dtype), mu=self.mu, step=1.0 / L,
                         n_iter=self.n_iter, stride=self.stride, padding=self.padding, nonneg=self.nonneg,
-                        backward=self.backward)
+                        backward=self.backward, synthesis=self.synthesis)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

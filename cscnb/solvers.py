@@ -19,11 +19,14 @@ import torch
 
 from .dictionary import Dictionary, LinearDictionary
 from .fast_solvers import restarted_fista
+from .fft_solvers import DOMAINS, fourier_fista, use_fourier
+from .fourier_admm import fourier_admm
 from .prox import _elastic_net_shrink
 
-__all__ = ["solve", "objective", "kkt_residual", "fista_step", "fista_steps", "SolveResult", "SolveHistory", "METHODS"]
+__all__ = ["solve", "objective", "kkt_residual", "fista_step", "fista_steps", "SolveResult", "SolveHistory", "METHODS",
+           "DOMAINS"]
 
-METHODS = ("ista", "fista", "fista_restart")
+METHODS = ("ista", "fista", "fista_restart", "admm_fourier")
 DEFAULT_MAX_ITER = 1000
 
 
@@ -120,11 +123,17 @@ def _check_iteration_args(method, n_iter, tol):
         raise ValueError(f"tol must be a positive finite number, got {tol}")
 
 
-def _check_fast_options(method, dictionary, history, polish, iterate_dtype):
+def _check_fast_options(method, dictionary, history, polish, iterate_dtype, fourier=False):
     if not isinstance(polish, bool):
         raise TypeError(f"polish must be a bool, got {type(polish).__name__}")
     if iterate_dtype is not None and not (isinstance(iterate_dtype, torch.dtype) and iterate_dtype.is_floating_point):
         raise TypeError(f"iterate_dtype must be a floating-point torch.dtype or None, got {iterate_dtype!r}")
+    if method == "admm_fourier":
+        if polish:
+            raise ValueError(f"polish=True needs method='fista_restart', got method={method!r}")
+        if history:
+            raise ValueError("history=True is recorded for method='ista' or 'fista' only")
+        return
     if method != "fista_restart":
         # the textbook methods stay textbook: their speed-ups live behind method="fista_restart"
         if polish:
@@ -137,7 +146,7 @@ def _check_fast_options(method, dictionary, history, polish, iterate_dtype):
                          "'fista_restart' shrinks as samples converge)")
     if polish and not isinstance(dictionary, LinearDictionary):
         raise ValueError("polish=True needs a LinearDictionary (it solves small systems with columns of D)")
-    if iterate_dtype is not None and not polish:
+    if iterate_dtype is not None and not polish and not fourier:
         raise ValueError("iterate_dtype needs polish=True (only polished codes are exact in x's dtype)")
 
 
@@ -189,7 +198,7 @@ def kkt_residual(dictionary, x, z, lam, mu=0.0, nonneg=False) -> torch.Tensor:
 
 def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu=0.0, n_iter: int | None = None,
           tol: float = 1e-6, z0: torch.Tensor | None = None, history: bool = False, polish: bool = False,
-          iterate_dtype: torch.dtype | None = None) -> SolveResult:
+          iterate_dtype: torch.dtype | None = None, domain: str = "auto") -> SolveResult:
     r"""Sparse coding by proximal gradient descent.
 
     .. math:: \hat z = \argmin_{z} \tfrac12\|x - Dz\|_2^2 + \sum_i \lambda_i |z_i| + \tfrac{\mu}{2}\|z\|_2^2
@@ -202,7 +211,16 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     ``method="fista_restart"`` is the fast variant (:mod:`cscnb.fast_solvers`): FISTA with the
     adaptive gradient restart of O'Donoghue and Candès (2015), each sample stopping on its own
     relative change (converged samples leave the batch). Its iterates differ from ``"fista"``;
-    its minimizer does not.
+    its minimizer does not. For a circular ``ConvDictionary`` with stride 1 and "same" padding it
+    can run in the Fourier domain (:mod:`cscnb.fft_solvers`: :math:`D` and :math:`D^\top` by FFTs,
+    the exact Lipschitz constant in closed form, no power iteration), chosen automatically when the
+    kernel has at least 25 taps (one input channel) or 49 (several)
+    (``cscnb.fft_solvers.prefer_fourier``, measured in ``benchmarks/bench_solvers.py``).
+
+    ``method="admm_fourier"`` (circular, stride-1, "same"-size ``ConvDictionary`` only) is ADMM with
+    per-frequency Sherman–Morrison/Woodbury solves (:mod:`cscnb.fourier_admm`; Wohlberg, 2016): the
+    fastest path here for large convolutional problems. It returns the split's sparse variable and
+    stops when it moves less than ``tol`` (relative) and the split residual is below ``tol``.
 
     Parameters
     ----------
@@ -221,16 +239,28 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
         conditions hold (chapter 2, ``eq-kkt``)
     iterate_dtype : with ``polish``, the dtype of the support-identifying iterations (e.g.
         ``torch.float32`` for a float64 problem); polished codes are computed and checked in ``x``'s
-        dtype, and samples not polished continue in ``x``'s dtype
+        dtype, and samples not polished continue in ``x``'s dtype. On the Fourier path (no polish
+        needed): iterate in this dtype, then continue in ``x``'s dtype until ``tol``
+    domain : ``"fista_restart"`` only: ``"auto"`` (the rule above), ``"spatial"`` (convolutions) or
+        ``"fourier"`` (FFTs; a ``ValueError`` if the dictionary is not circular, stride 1, "same" size)
 
     The iterations are plain autograd operations, so gradients flow to ``x``, ``lam`` and the
     dictionary weight (the step :math:`1/L` is treated as a constant).
     """
     _check_iteration_args(method, n_iter, tol)
     lam_t, mu, code_shape = _check_inputs(dictionary, x, lam, mu, z0)
-    _check_fast_options(method, dictionary, history, polish, iterate_dtype)
-    max_iter = DEFAULT_MAX_ITER if n_iter is None else n_iter
     signal_size = dictionary.signal_size(x)
+    fourier = use_fourier(method, domain, dictionary, signal_size)
+    _check_fast_options(method, dictionary, history, polish, iterate_dtype, fourier)
+    max_iter = DEFAULT_MAX_ITER if n_iter is None else n_iter
+    z = torch.zeros(code_shape, dtype=x.dtype, device=x.device) if z0 is None else z0.to(x.dtype)
+    if fourier:
+        fourier_solver = fourier_admm if method == "admm_fourier" else fourier_fista
+        z, k, converged = fourier_solver(dictionary, x, lam_t, mu, nonneg, z, max_iter, tol,
+                                         iterate_dtype=iterate_dtype)
+        with torch.no_grad():
+            final = _objective(dictionary, x, z, lam_t, mu, signal_size)
+        return SolveResult(z=z, n_iter=k, converged=converged, objective=final)
     L = dictionary.lipschitz_constant(signal_size)
     if L == 0:
         raise ValueError("the dictionary is all zeros (Lipschitz constant 0); there is nothing to code with")
@@ -245,7 +275,6 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
         # λ and μ were checked once in _check_inputs; no per-iteration re-validation
         return _elastic_net_shrink(y - step * gradient, threshold, shrink, nonneg)
 
-    z = torch.zeros(code_shape, dtype=x.dtype, device=x.device) if z0 is None else z0.to(x.dtype)
     if method == "fista_restart":
         z, k, converged = restarted_fista(dictionary, x, lam_t, mu, nonneg, step, signal_size, z, max_iter, tol,
                                           polish=polish, iterate_dtype=iterate_dtype)
@@ -294,7 +323,7 @@ def _iterate(prox_grad, z, momentum: bool, max_iter: int, tol: float, step: floa
     return SolveResult(z=z, n_iter=k, converged=converged, objective=final, history=hist)
 
 
-def fista_step(prox_grad, z, y, t: float):
+def fista_step(prox_grad, z, y, t: float, *, overwrite: bool = False):
     r"""One FISTA step (Beck and Teboulle, 2009): the step shared by :func:`solve` and ``cscnb.CSCLayer``.
 
     .. math:: z_{k+1} = \operatorname{prox}_{\eta g}\big(y_k - \eta\nabla f(y_k)\big),\quad
@@ -302,26 +331,44 @@ def fista_step(prox_grad, z, y, t: float):
               y_{k+1} = z_{k+1} + \tfrac{t_k - 1}{t_{k+1}}(z_{k+1} - z_k),
 
     where ``prox_grad(y)`` computes the first formula. Returns ``(z_next, y_next, t_next)``.
+    The momentum is one pass, ``lerp(z, z_next, 1 + β)`` = :math:`z_{k+1} + \beta(z_{k+1} - z_k)`;
+    with :math:`t_k = 1` (:math:`\beta = 0`) :math:`y_{k+1}` *is* :math:`z_{k+1}`. ``overwrite=True``
+    writes :math:`y_{k+1}` into ``z``'s memory (no autograd; the caller must not need ``z`` again).
     Implements chapter 5, ``eq-fista``, in the form of chapter 12, ``eq-ch12-fista``.
     """
     z_next = prox_grad(y)
     t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-    y_next = z_next + ((t - 1) / t_next) * (z_next - z)
+    beta = (t - 1) / t_next
+    if beta == 0:
+        return z_next, z_next, t_next
+    # lerp(a, b, w) = a + w (b − a); for w ≥ 1/2 torch evaluates b − (b − a)(1 − w), i.e. z_next + β(z_next − z)
+    y_next = z.lerp_(z_next, 1 + beta) if overwrite else torch.lerp(z, z_next, 1 + beta)
     return z_next, y_next, t_next
 
 
-def fista_steps(prox_grad, z0: torch.Tensor, n_steps: int) -> torch.Tensor:
+def fista_steps(prox_grad, z0: torch.Tensor, n_steps: int, *, first: torch.Tensor | None = None,
+                overwrite: bool = False) -> torch.Tensor:
     r"""``n_steps`` FISTA steps (:func:`fista_step`) from ``z0`` with :math:`y_0 = z_0`, :math:`t_0 = 1`; returns :math:`z_K`.
 
     The iterate after :math:`K` steps of the problem whose proximal-gradient map is ``prox_grad``
     (chapter 12, ``eq-ch12-fista``). Plain autograd operations: differentiating the result is
-    the *unrolled* gradient.
+    the *unrolled* gradient. ``first``: :math:`z_1 = T(z_0)` when the caller has it more cheaply
+    (the CSC layer: :math:`T(0) = \operatorname{prox}(\eta A^\top x)`, no synthesis). ``overwrite``:
+    reuse the iterates' memory for the momentum (no autograd; ``first`` is then scratch too).
+    The last step's momentum is not computed (:math:`y_K` is never used).
     """
     if isinstance(n_steps, bool) or not isinstance(n_steps, int):
         raise TypeError(f"n_steps must be a positive int, got {type(n_steps).__name__}")
     if n_steps <= 0:
         raise ValueError(f"n_steps must be a positive int, got {n_steps}")
+    if overwrite and torch.is_grad_enabled() and (z0.requires_grad or (first is not None and first.requires_grad)):
+        raise ValueError("overwrite=True reuses the iterates' memory and cannot be differentiated; "
+                         "run it under torch.no_grad()")
     z, y, t = z0, z0, 1.0
-    for _ in range(n_steps):
-        z, y, t = fista_step(prox_grad, z, y, t)
-    return z
+    for k in range(n_steps):
+        step_map = (lambda _: first) if k == 0 and first is not None else prox_grad
+        if k == n_steps - 1:
+            return step_map(y)  # y_K would be wasted work
+        # never overwrite z0 (the caller's); from k = 1 on, z is an iterate of this loop
+        z, y, t = fista_step(step_map, z, y, t, overwrite=overwrite and k > 0)
+    raise AssertionError("unreachable")

@@ -195,3 +195,159 @@ def test_bad_forward_and_setter_input():
     with pytest.raises(TypeError, match="model"):
         with test_time_lam(layer.weight, 0.1):
             pass
+
+
+# ---------------------------------------------------------------------------------------------
+# the fast path: exact synthesis forms, the fused step, buffer reuse, λ checked once per forward
+
+from cscnb import elastic_net_prox  # noqa: E402
+from cscnb.costs import csc_layer_floor, interleaved_times, layer_costs, step_size_share  # noqa: E402
+from cscnb.csc_steps import SYNTHESES, FusedProxGrad, fastest_synthesis, synthesis_operator  # noqa: E402
+from cscnb.solvers import fista_steps  # noqa: E402
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    (3, 1, 0, (9, 8)), (3, 1, 1, (8, 8)), (3, 1, 2, (7, 9)), (5, 1, 2, (10, 10)), (2, 1, 1, (6, 7)),
+    (3, 2, 1, (9, 9)), (3, 2, 1, (10, 10)), (3, 2, 0, (11, 8)), (3, 1, 3, (6, 6))])
+def test_every_synthesis_form_equals_conv_dictionary_synthesize(kernel, stride, padding, size):
+    torch.manual_seed(10)
+    w = torch.randn(5, 3, kernel, kernel)
+    d = ConvDictionary(w, stride=stride, padding=padding)
+    z = torch.randn(d.code_shape((2, 3, *size)))
+    reference = d.synthesize(z, output_size=size)
+    available = [k for k in SYNTHESES if k == "conv_transpose2d" or (stride == 1 and padding <= kernel - 1)]
+    for kind in available:
+        out = synthesis_operator(w, (stride, stride), (padding, padding), size, kind)(z)
+        torch.testing.assert_close(out, reference, rtol=0, atol=1e-12)
+    if "conv2d" not in available:
+        with pytest.raises(ValueError, match="kind='conv2d'"):
+            synthesis_operator(w, (stride, stride), (padding, padding), size, "conv2d")
+        assert fastest_synthesis(w, (stride, stride), (padding, padding), size, z.shape) == "conv_transpose2d"
+    else:
+        assert fastest_synthesis(w, (stride, stride), (padding, padding), size, z.shape) in SYNTHESES
+
+
+def test_deterministic_mode_fixes_the_synthesis_form_and_the_layer_runs_under_it():
+    # a choice made by timing may differ between processes; deterministic runs must not depend on it
+    w, size = torch.randn(6, 3, 3, 3), (7, 8)
+    code = (2, 6, 7, 8)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert fastest_synthesis(w, (1, 1), (1, 1), size, code) == "conv_transpose2d"
+        assert fastest_synthesis(w, (1, 1), (1, 1), size, code, backward=True) == "conv_transpose2d"
+        torch.manual_seed(3)
+        layer = CSCLayer(3, 6, 3, padding=1, n_iter=4)
+        x = torch.randn(2, 3, 7, 8)
+        assert torch.equal(layer(x), CSCLayer.forward(layer, x))
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@pytest.mark.parametrize("nonneg,mu,lam_kind,synthesis,stride", [
+    (True, 0.0, "scalar", "conv2d", 1), (True, 0.4, "channel", "conv_transpose2d", 1), (True, 0.0, "full", "conv2d", 1),
+    (False, 0.3, "channel", "conv2d", 1), (True, 0.2, "channel", "conv_transpose2d", 2), (False, 0.0, "scalar",
+                                                                                           "conv_transpose2d", 2)])
+def test_fused_map_equals_the_textbook_prox_gradient_step(nonneg, mu, lam_kind, synthesis, stride):
+    torch.manual_seed(11)
+    x, w = torch.randn(2, 3, 9, 9), unit_norm_atoms(torch.randn(4, 3, 3, 3))
+    d = ConvDictionary(w, stride=stride, padding=1)
+    y = torch.randn(d.code_shape(x.shape))
+    lam = {"scalar": torch.tensor(0.3), "channel": torch.rand(4), "full": torch.rand(y.shape[1:])}[lam_kind]
+    lam_map = lam.reshape(-1, 1, 1) if lam.ndim == 1 else lam
+    eta = 1 / d.lipschitz_constant((9, 9))
+    fused = FusedProxGrad(x, w, lam, eta, mu, nonneg, (stride, stride), (1, 1), synthesis)
+
+    def textbook(v):  # prox_{ηg}(v − η Aᵀ(Av − x))
+        gradient = d.analyze(d.synthesize(v, output_size=(9, 9)) - x)
+        return elastic_net_prox(v - eta * gradient, eta * lam_map, eta * mu, nonneg)
+    torch.testing.assert_close(fused(y.clone()), textbook(y), rtol=0, atol=1e-12)
+    torch.testing.assert_close(fused.first(), textbook(torch.zeros_like(y)), rtol=0, atol=1e-12)
+
+
+def test_fista_steps_shortcuts_give_the_same_iterates():
+    # `first` (T(z0) given) and `overwrite` (buffer reuse without autograd) change no iterate
+    torch.manual_seed(12)
+    x, w = torch.randn(2, 2, 8, 8), unit_norm_atoms(torch.randn(3, 2, 3, 3))
+    fused = FusedProxGrad(x, w, torch.tensor(0.1), 0.2, 0.0, True, (1, 1), (1, 1), "conv2d")
+    z0 = torch.zeros(2, 3, 8, 8)
+    for k in (1, 2, 3, 7):
+        reference = fista_steps(fused, z0, k)
+        with torch.no_grad():
+            fast = fista_steps(fused, z0, k, first=fused.first(), overwrite=True)
+        torch.testing.assert_close(fast, reference, rtol=0, atol=1e-13)
+    assert torch.equal(z0, torch.zeros_like(z0))  # the caller's z0 is never overwritten
+    with pytest.raises(ValueError, match="overwrite"):
+        fista_steps(fused, z0.requires_grad_(), 3, overwrite=True)
+
+
+@pytest.mark.parametrize("stride,synthesis", [(1, "conv2d"), (1, "conv_transpose2d"), (2, "auto")])
+def test_unrolled_gradients_equal_autograd_through_solve(stride, synthesis):
+    # the in-place fused step is autograd-correct: same gradients as differentiating cscnb.solve's FISTA
+    torch.manual_seed(13)
+    x, w, lam = torch.randn(2, 3, 9, 9), torch.randn(5, 3, 3, 3), torch.rand(5) * 0.3
+    leaves = [t.clone().requires_grad_() for t in (x, w, lam)]
+    loss_weights = torch.randn(ConvDictionary(w, stride=stride, padding=1).code_shape(x.shape))
+    atoms = unit_norm_atoms(leaves[1])
+    L = ConvDictionary(atoms.detach(), stride=stride, padding=1).lipschitz_constant((9, 9))
+    z = csc_code(leaves[0], atoms, leaves[2], mu=0.1, step=1 / L, n_iter=4, stride=stride, padding=1,
+                 synthesis=synthesis)
+    grads = torch.autograd.grad((loss_weights * z).sum(), leaves)
+    ref_leaves = [t.clone().requires_grad_() for t in (x, w, lam)]
+    ref_dict = ConvDictionary(unit_norm_atoms(ref_leaves[1]), stride=stride, padding=1)
+    ref_dict.lipschitz_constant = lambda *args, **kwargs: L  # the same step for both
+    ref = solve(ref_dict, ref_leaves[0], ref_leaves[2], nonneg=True, mu=0.1, n_iter=4, tol=1e-300).z
+    torch.testing.assert_close(z, ref, rtol=0, atol=1e-12)
+    ref_grads = torch.autograd.grad((loss_weights * ref).sum(), ref_leaves)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_implicit_forward_equals_unrolled_forward():
+    torch.manual_seed(14)
+    layer, x = CSCLayer(3, 6, 3, padding=1, n_iter=6, mu=0.2), torch.randn(2, 3, 8, 8)
+    unrolled = layer(x)
+    layer.backward = "implicit"
+    torch.testing.assert_close(layer(x), unrolled, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -0.2])
+def test_lam_is_checked_at_the_forward(bad):
+    layer, x = CSCLayer(2, 3, 3, per_channel_lam=True, lam=[0.1, 0.2, 0.3]), torch.randn(1, 2, 6, 6)
+    with torch.no_grad():
+        layer.lam_param[1] = bad  # bypasses the setter: abs() keeps a negative value valid, NaN is not
+    if bad != bad:
+        with pytest.raises(ValueError, match="lam"):
+            layer(x)
+    w = unit_norm_atoms(torch.randn(3, 2, 3, 3))
+    with pytest.raises(ValueError, match="lam"):
+        csc_code(x, w, torch.tensor([0.1, bad, 0.1]), step=0.1, n_iter=2)
+    with pytest.raises(ValueError, match="lam"):
+        csc_code(x, w, bad, step=0.1, n_iter=2)
+    with pytest.raises(ValueError, match="lam"):
+        csc_code(x, w, torch.tensor([0.1, 0.2]), step=0.1, n_iter=2)  # wrong length
+    with pytest.raises(ValueError, match="synthesis"):
+        CSCLayer(2, 3, 3, synthesis="fft")
+
+
+def test_cost_floor_and_timing_helpers():
+    assert csc_layer_floor(2.0, 3.0, 1) == 2.0 and csc_layer_floor(2.0, 3.0, 5) == 5 * 2.0 + 4 * 3.0
+    with pytest.raises(ValueError, match="n_iter"):
+        csc_layer_floor(1.0, 1.0, 0)
+    calls = {"a": lambda: None, "b": lambda: None}
+    times = interleaved_times(calls, repeats=3)
+    assert set(times) == {"a", "b"} and all(len(v) == 3 and min(v) >= 0 for v in times.values())
+    with pytest.raises(ValueError, match="repeats"):
+        interleaved_times(calls, repeats=0)
+    torch.manual_seed(15)
+    layer, x = CSCLayer(2, 4, 3, padding=1, n_iter=3).float(), torch.randn(2, 2, 8, 8, dtype=torch.float32)
+    for backward in (False, True):
+        costs = layer_costs(layer, x, (1, 2), repeats=2, backward=backward)
+        assert layer.n_iter == 3  # restored
+        assert set(costs["primitives"]) == {"analysis", "synthesis_conv2d", "synthesis_conv_transpose2d"}
+        for k, row in costs["per_n_iter"].items():
+            expected_floor = csc_layer_floor(costs["t_analysis"], costs["t_synthesis"], k)
+            assert row["floor"] == pytest.approx(expected_floor) and row["ratio_to_floor"] == pytest.approx(
+                row["layer"] / row["floor"])
+    share = step_size_share(layer, x.requires_grad_(), n_steps=3)
+    assert share["power_iterations_per_step"] == [2, 2, 2] and 0 < share["share"] < 1

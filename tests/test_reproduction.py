@@ -1,0 +1,169 @@
+"""cscnb.reproduction: the loader that fills chapter 14's table from run folders, and the cost helpers.
+
+The run folders are written with the package's own writers (cscnb.results), so the loader is tested on
+the exact files a training run produces; every asserted value comes from what the test wrote.
+"""
+import dataclasses
+import os
+import shutil
+
+import pytest
+import torch
+
+from cscnb import results
+from cscnb.presets import preset_config
+from cscnb.reproduction import (NOT_RUN, NOT_STATED, TARGETS, ReproductionTarget, RunFolderError, csc_layer_macs,
+                                recipe_mismatches, report_markdown, reproduction_report, training_flops,
+                                training_hours)
+
+
+def _write_run(root, name, preset="sdnet18-cifar10", *, accuracies=(0.5, 0.7, 0.9), finished=True,
+               commit="abc1234def5678", end_time="2026-01-01T00:00:00+00:00", **overrides):
+    """A run folder as cscnb.train writes it: config, provenance, one metrics row per epoch, summary if finished."""
+    folder = os.path.join(root, name)
+    os.makedirs(folder)
+    data_dir = {"data_dir": "/data"} if preset.startswith(("sdnet18-", "resnet18-")) else {}
+    config = preset_config(preset, **{**data_dir, **overrides})
+    results.write_json(os.path.join(folder, "config.json"), dataclasses.asdict(config))
+    results.write_json(os.path.join(folder, "provenance.json"),
+                       {"git_commit": commit, "end_time": end_time if finished else None, "device": "cuda"})
+    for epoch, acc in enumerate(accuracies, 1):
+        results.append_metrics(os.path.join(folder, "metrics.csv"), {
+            "epoch": epoch, "train_loss": 1.0 / epoch, "train_accuracy": acc, "test_loss": 1.0 / epoch,
+            "test_accuracy": acc, "lr": 0.1, "samples_per_second": 1000.0, "epoch_seconds": 1.0})
+    if finished:
+        results.write_json(os.path.join(folder, "summary.json"), {
+            "epochs": len(accuracies), "final_test_accuracy": accuracies[-1], "best_test_accuracy": max(accuracies),
+            "final_test_loss": 0.1, "final_train_loss": 0.1, "parameters": 10})
+    return folder
+
+
+def _rows(report):
+    return {row.target.key: row for row in report.rows}
+
+
+def test_missing_results_folder_reads_not_yet_run_for_every_row(tmp_path):
+    report = reproduction_report(str(tmp_path / "nothing"))
+    assert not report.root_exists
+    assert [row.status for row in report.rows] == [NOT_RUN] * len(TARGETS)
+    assert all(row.value is None and row.runs == () for row in report.rows)
+    assert "No results folder" in report_markdown(report)
+
+
+def test_reported_values_are_the_cited_ones_or_marked_not_stated():
+    by_key = {t.key: t for t in TARGETS}
+    assert by_key["sdnet18-cifar10"].reported == "95.34 %" and by_key["sdnet18-cifar10"].reported_value == 0.9534
+    assert by_key["sdnet18-cifar100"].reported == "78.45 %" and by_key["sdnet18-cifar100"].reported_value == 0.7845
+    for key in ("resnet18-cifar10", "sdnet18-imagenet"):
+        assert by_key[key].reported == NOT_STATED and by_key[key].reported_value is None
+    assert by_key["sdnet18-imagenet"].command.startswith("torchrun --nproc_per_node=8 -m cscnb.train")
+    for target in TARGETS:
+        assert f"--preset {target.preset} " in target.command + " " and "--data-dir" in target.command
+
+
+def test_finished_run_is_reported_with_its_summary_value_name_and_commit(tmp_path):
+    _write_run(tmp_path, "sd-a", accuracies=(0.41, 0.83, 0.9123), commit="0123456789abcdef")
+    report = reproduction_report(str(tmp_path))
+    row = _rows(report)["sdnet18-cifar10"]
+    assert row.status == "reproduced: 91.23 %"
+    assert row.value == 0.9123
+    (run,) = row.runs
+    assert (run.name, run.commit, run.final, run.best, run.epochs) == ("sd-a", "0123456789abcdef", 0.9123, 0.9123, 3)
+    assert _rows(report)["sdnet18-cifar100"].status == NOT_RUN  # another preset's run does not count
+    table = report_markdown(report)
+    assert "reproduced: 91.23 %" in table and "`sd-a` (0123456789)" in table
+
+
+def test_unfinished_run_reports_its_epoch(tmp_path):
+    _write_run(tmp_path, "c100", preset="sdnet18-cifar100", accuracies=(0.1, 0.2, 0.3, 0.35), finished=False)
+    row = _rows(reproduction_report(str(tmp_path)))["sdnet18-cifar100"]
+    assert row.status == "unfinished run (epoch 4 of 220)"
+    assert row.value is None and row.unfinished == (("c100", 4, 220),)
+
+
+def test_two_finished_runs_give_their_mean_and_range_newest_first(tmp_path):
+    _write_run(tmp_path, "r1", accuracies=(0.5, 0.94), end_time="2026-01-01T00:00:00+00:00")
+    _write_run(tmp_path, "r2", accuracies=(0.5, 0.96), end_time="2026-02-01T00:00:00+00:00")
+    _write_run(tmp_path, "r3", accuracies=(0.2,), finished=False)  # a finished run takes precedence
+    row = _rows(reproduction_report(str(tmp_path)))["sdnet18-cifar10"]
+    assert [r.name for r in row.runs] == ["r2", "r1"]
+    assert row.value == pytest.approx(0.95, abs=1e-12)
+    assert row.status == "reproduced: 95.00 % (mean of 2 runs, 94.00 % to 96.00 %)"
+    assert row.unfinished == (("r3", 1, 220),)
+
+
+def test_run_with_a_changed_recipe_does_not_count(tmp_path):
+    _write_run(tmp_path, "short", accuracies=(0.5, 0.6), epochs=2)
+    row = _rows(reproduction_report(str(tmp_path)))["sdnet18-cifar10"]
+    assert row.status == NOT_RUN
+    assert row.ignored and row.ignored[0][0] == "short" and "epochs=2 (recipe: 220)" in row.ignored[0][1]
+    # device, threads and autocast are not part of the recipe
+    assert recipe_mismatches({**preset_config("sdnet18-cifar10", data_dir="/d").__dict__, "amp": "off",
+                              "device": "cpu", "threads": 2}, "sdnet18-cifar10") == []
+
+
+@pytest.mark.parametrize("damage, file, reason", [
+    ("config.json", "config.json", "unreadable JSON"),
+    ("provenance.json", "provenance.json", "unreadable JSON"),
+    ("summary.json", "summary.json", "unreadable JSON"),
+    ("metrics.csv", "metrics.csv", "unparsable"),
+    ("no-provenance", "provenance.json", "missing"),
+    ("summary-nan", "summary.json", "not a finite number"),
+])
+def test_malformed_folder_is_skipped_with_the_file_named_or_raises_when_strict(tmp_path, damage, file, reason):
+    _write_run(tmp_path, "good", accuracies=(0.7, 0.8))
+    bad = _write_run(tmp_path, "bad", accuracies=(0.7, 0.99))
+    if damage == "no-provenance":
+        os.remove(os.path.join(bad, "provenance.json"))
+    elif damage == "summary-nan":
+        results.write_json(os.path.join(bad, "summary.json"), {"final_test_accuracy": float("nan")})
+    elif damage == "metrics.csv":
+        with open(os.path.join(bad, damage), "a", encoding="utf-8") as handle:
+            handle.write("3,not-a-number,,,,,,\n")
+    else:
+        with open(os.path.join(bad, damage), "w", encoding="utf-8") as handle:
+            handle.write("{ truncated")
+    report = reproduction_report(str(tmp_path))
+    (skipped,) = report.skipped
+    assert (skipped.folder, skipped.file) == ("bad", file) and reason in skipped.reason
+    row = _rows(report)["sdnet18-cifar10"]
+    assert [r.name for r in row.runs] == ["good"] and row.value == 0.8  # the broken copy hides nothing
+    assert f"Skipped `bad`: {file}" in report_markdown(report)
+    with pytest.raises(RunFolderError, match=f"'{bad}'.*{file}") as info:
+        reproduction_report(str(tmp_path), strict=True)
+    assert (info.value.folder, info.value.file) == (bad, file)
+    shutil.rmtree(bad)  # without the broken folder, strict mode reads the good one
+    assert _rows(reproduction_report(str(tmp_path), strict=True))["sdnet18-cifar10"].value == 0.8
+
+
+def test_bad_arguments_are_rejected_by_name():
+    with pytest.raises(TypeError, match="root"):
+        reproduction_report(3)
+    with pytest.raises(TypeError, match="targets"):
+        reproduction_report("results", targets=["sdnet18-cifar10"])
+    with pytest.raises(ValueError, match="preset"):
+        ReproductionTarget("x", "key", "claim", "1 %", 0.01, "no-such-preset", "cmd", "data")
+    with pytest.raises(ValueError, match="reported_value"):
+        ReproductionTarget("x", "key", "claim", "95 %", 95.0, "smoke", "cmd", "data")
+    with pytest.raises(ValueError, match="n_iter"):
+        csc_layer_macs(10, 0)
+    with pytest.raises(TypeError, match="conv_macs"):
+        csc_layer_macs(1.5, 2)
+    with pytest.raises(ValueError, match="flops_per_second"):
+        training_hours(1.0, 1.0, train_images=1, test_images=1, epochs=1, flops_per_second=0)
+    with pytest.raises(ValueError, match="epochs"):
+        training_hours(1.0, 1.0, train_images=1, test_images=1, epochs=-1, flops_per_second=1.0)
+
+
+def test_csc_layer_flops_follow_the_closed_form_and_hours_the_formula():
+    from cscnb import CSCLayer
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 3, 6, 6), torch.tensor([0, 3])
+    conv_macs, linear_flops = 4 * 3 * 9 * 36, 2 * 144 * 4   # per image: the 3x3 conv at 6x6, the linear head
+    for k in (1, 3):
+        csc = CSCLayer(3, 4, 3, padding=1, n_iter=k)
+        counts = training_flops(torch.nn.Sequential(csc, torch.nn.Flatten(), torch.nn.Linear(144, 4)), x, y)
+        assert counts["forward"] - linear_flops == 2 * csc_layer_macs(conv_macs, k) == 2 * (2 * k - 1) * conv_macs
+        assert counts["train_step"] > counts["forward"]
+    hours = training_hours(3e9, 1e9, train_images=100, test_images=10, epochs=2, flops_per_second=1e12)
+    assert hours == pytest.approx(2 * (100 * 3e9 + 10 * 1e9) / 1e12 / 3600)
