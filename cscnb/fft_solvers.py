@@ -172,6 +172,23 @@ def _prox(u, threshold, shrink, nonneg):
     return out / (1 + shrink) if shrink else out
 
 
+def prox_into(u, out, threshold, scalar_threshold, shrink, nonneg):
+    """The elastic-net prox of ``_prox`` written into ``out`` (no allocation; ``u`` is left unchanged).
+
+    ``scalar_threshold`` is ``float(threshold)`` when the threshold is one number (softshrink's fast
+    path), else None; ``shrink`` a number (0 or None: no shrink) or a per-sample tensor.
+    """
+    if nonneg:
+        torch.sub(u, threshold, out=out).relu_()
+    elif scalar_threshold is not None:
+        torch.ops.aten.softshrink.out(u, scalar_threshold, out=out)
+    else:
+        torch.sub(u, torch.clamp(u, -threshold, threshold), out=out)
+    if isinstance(shrink, torch.Tensor) or shrink:  # a tensor is divided by unchecked: no device sync
+        out.div_(1 + shrink)
+    return out
+
+
 def _phase(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, step, max_iter, tol, check_every):
     """Restarted FISTA from ``z`` in ``op``'s precision; returns (z, iterations, every sample converged)."""
     batch = z.shape[0]
@@ -233,15 +250,7 @@ def _phase_inplace(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, st
             spectrum.addcmul_(op.spectra[:, c].conj(), residual[:, c:c + 1])
         torch.fft.irfftn(spectrum, s=op.signal_size, dim=op.dims, out=u)   # Dᵀ(D y − x)
         torch.add(y, u, alpha=-step, out=u)
-        if nonneg:
-            torch.sub(u, threshold, out=spare).relu_()
-        elif scalar_threshold is not None:
-            torch.ops.aten.softshrink.out(u, scalar_threshold, out=spare)
-        else:
-            torch.sub(u, torch.clamp(u, -threshold, threshold), out=spare)
-        if shrink:
-            spare.div_(1 + shrink)
-        z_next = spare
+        z_next = prox_into(u, spare, threshold, scalar_threshold, shrink, nonneg)
         torch.fft.rfftn(z_next, dim=op.dims, out=spectrum)
         if op.in_channels == 1:
             synth_next = spectrum.mul_(op.spectra[:, 0]).sum(dim=1, keepdim=True)

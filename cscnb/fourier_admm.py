@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from .fft_solvers import FourierConvOperator
+from .fft_solvers import FourierConvOperator, prox_into
 
 __all__ = ["fourier_admm"]
 
@@ -148,14 +148,7 @@ def _admm_phase_inplace(op, x, y, u, rho, lam_t, mu, nonneg, max_iter, tol, chec
             z_norm, primal = _norm(z), None
         relaxed = z.mul_(RELAXATION).add_(y, alpha=1 - RELAXATION)
         torch.add(relaxed, u, out=v)
-        if nonneg:
-            torch.sub(v, threshold, out=y_next).relu_()
-        elif scalar_threshold is not None:
-            torch.ops.aten.softshrink.out(v, scalar_threshold, out=y_next)
-        else:
-            torch.sub(v, torch.clamp(v, -threshold, threshold), out=y_next)
-        if mu:
-            y_next.div_(1 + shrink)
+        prox_into(v, y_next, threshold, scalar_threshold, shrink if mu else None, nonneg)
         u.add_(relaxed).sub_(y_next)
         y, y_next = y_next, y                                       # y_next now holds the previous y
         if not check:

@@ -236,7 +236,11 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     history : record the per-iteration objective, relative change and step (``"ista"``/``"fista"``)
     polish : ``"fista_restart"`` with a ``LinearDictionary`` only: solve the optimality system exactly
         on each sample's identified support and keep the result when the full optimality
-        conditions hold (chapter 2, ``eq-kkt``)
+        conditions hold (chapter 2, ``eq-kkt``). From ``z0 = 0`` a working-set pass runs first (a few
+        coordinate-descent sweeps on each sample's most correlated atoms, then exact solves on the
+        growing support, each result kept only if it passes the same full check); samples it does not
+        finish continue with FISTA from its guess. ``n_iter`` counts FISTA iterations only, so it is
+        0 when the pass finished every sample
     iterate_dtype : with ``polish``, the dtype of the support-identifying iterations (e.g.
         ``torch.float32`` for a float64 problem); polished codes are computed and checked in ``x``'s
         dtype, and samples not polished continue in ``x``'s dtype. On the Fourier path (no polish
