@@ -1,7 +1,7 @@
 """Provenance block shared by the benchmark scripts: versions, CPU, threads, load, git commit.
 
-Imported by ``bench_csc_layer.py`` and ``bench_memory.py`` (``bench_solvers.py`` parses its command
-line at import time, so its own helper cannot be imported).
+Imported by ``bench_csc_layer.py``, ``bench_memory.py`` and ``bench_solvers.py`` (which adds the
+versions of the reference libraries).
 """
 from __future__ import annotations
 

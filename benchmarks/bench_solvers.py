@@ -44,9 +44,7 @@ for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 
 import json  # noqa: E402
 import math  # noqa: E402
-import platform  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -58,7 +56,9 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import Lasso  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cscnb  # noqa: E402
+from _provenance import provenance as shared_provenance  # noqa: E402
 
 CRITERION = 1e-4
 N_FEATURES, N_ATOMS, N_NONZERO, NOISE, LAM = 64, 256, 5, 0.01, 0.1
@@ -314,29 +314,14 @@ def run_rule(n_iter=10, size=128, atoms=32):
 # ----------------------------------------------------------------------------------------- main
 
 def provenance():
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            return None
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
-        else platform.processor()
+    """The shared provenance block (``_provenance.py``) plus the versions of the reference libraries."""
     try:
         import sporco
         sporco_version = sporco.__version__
     except ImportError:
         sporco_version = None
-    return {"torch": torch.__version__, "numpy": np.__version__, "sklearn": sklearn.__version__,
-            "sporco": sporco_version, "cscnb": cscnb.__version__, "python": platform.python_version(),
-            "torch_threads": torch.get_num_threads(), "blas_fftw_threads": ARGS.threads, "cpu": cpu,
-            "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
-            "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--", "cscnb", "benchmarks")),
-            "note": "median of interleaved repeats; other processes share the CPU (see load_average_1min)"}
+    return {**shared_provenance(ARGS.threads), "numpy": np.__version__, "sklearn": sklearn.__version__,
+            "sporco": sporco_version, "blas_fftw_threads": ARGS.threads}
 
 
 def main():

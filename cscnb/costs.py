@@ -24,15 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .csc_steps import SYNTHESES, flipped_available, synthesis_operator
+from .csc_steps import SYNTHESES, _sync, flipped_available, synthesis_operator
 
 __all__ = ["interleaved_medians", "interleaved_times", "forward_call", "forward_backward_call", "csc_layer_floor", "step_size_share",
            "conv_primitive_calls", "layer_costs"]
-
-
-def _sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def interleaved_medians(calls: dict, repeats: int = 7, device="cpu") -> dict:

@@ -109,6 +109,12 @@ def unit_norm_atoms(weight: torch.Tensor) -> torch.Tensor:
     return weight / norms.reshape(-1, *([1] * (weight.ndim - 1)))
 
 
+def _check_synthesis(synthesis) -> str:
+    if synthesis not in ("auto", *SYNTHESES):
+        raise ValueError(f"synthesis must be 'auto' or one of {SYNTHESES}, got {synthesis!r}")
+    return synthesis
+
+
 def _checked_lam(lam, x: torch.Tensor, n_atoms: int) -> torch.Tensor:
     """λ as a tensor in x's dtype, checked once per forward pass (one device sync, not one per step)."""
     if not isinstance(lam, torch.Tensor):
@@ -224,8 +230,7 @@ def csc_code(x: torch.Tensor, weight: torch.Tensor, lam, *, mu: float = 0.0, ste
     """
     if backward not in BACKWARDS:
         raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-    if synthesis not in ("auto", *SYNTHESES):
-        raise ValueError(f"synthesis must be 'auto' or one of {SYNTHESES}, got {synthesis!r}")
+    _check_synthesis(synthesis)
     n_iter = _positive_int(n_iter, "n_iter")
     if isinstance(step, bool) or not isinstance(step, Real) or not (step > 0 and math.isfinite(step)):
         raise ValueError(f"step must be a positive finite number, got {step!r}")
@@ -279,9 +284,7 @@ class CSCLayer(nn.Module):
         if backward not in BACKWARDS:
             raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
         self.backward = backward
-        if synthesis not in ("auto", *SYNTHESES):
-            raise ValueError(f"synthesis must be 'auto' or one of {SYNTHESES}, got {synthesis!r}")
-        self.synthesis = synthesis
+        self.synthesis = _check_synthesis(synthesis)
         self.per_channel_lam = bool(per_channel_lam)
         self.learnable_lam = bool(learnable_lam)
         weight = torch.empty(self.out_channels, self.in_channels, *self.kernel_size)

@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dictionary import conv_code_size
+
 __all__ = ["SYNTHESES", "code_shape", "synthesis_operator", "fastest_synthesis", "FusedProxGrad", "PowerIterationStep"]
 
 #: exact forms of the synthesis Az: "conv2d" (flipped, transposed weight; stride 1 only) or "conv_transpose2d"
@@ -39,8 +41,7 @@ def code_shape(weight_shape, signal_size, stride, padding, batch: int) -> tuple:
 
     :math:`m_i = \lfloor (n_i + 2p_i - k_i)/s_i \rfloor + 1` per spatial axis (chapter 3, ``eq-conv-analysis``).
     """
-    spatial = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(signal_size, padding, weight_shape[2:], stride))
-    return (batch, weight_shape[0], *spatial)
+    return (batch, weight_shape[0], *conv_code_size(signal_size, weight_shape[2:], stride, padding))
 
 
 def flipped_available(kernel_size, stride, padding) -> bool:
@@ -114,8 +115,9 @@ def fastest_synthesis(weight: torch.Tensor, stride, padding, signal_size, code_s
     return _CHOICES[key]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
+def _sync(device) -> None:
+    """Wait for queued CUDA work before reading a clock (no-op elsewhere); ``device`` a device or its name."""
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 

@@ -18,7 +18,20 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Dictionary", "LinearDictionary", "ConvDictionary", "mutual_coherence", "random_orthonormal"]
+__all__ = ["Dictionary", "LinearDictionary", "ConvDictionary", "conv_code_size", "mutual_coherence",
+           "random_orthonormal"]
+
+
+def conv_code_size(signal_size, kernel_size, stride, padding, dilation=None) -> tuple:
+    r"""Spatial size of ``conv2d``'s (or ``conv1d``'s) output: :math:`\lfloor (n + 2p - d(k - 1) - 1)/s 
+floor + 1` per axis.
+
+    The code size of a convolutional dictionary (chapter 3, ``eq-conv-analysis``); ``dilation``
+    defaults to 1 on every axis.
+    """
+    dilation = dilation if dilation is not None else (1,) * len(signal_size)
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
+                 zip(signal_size, padding, dilation, kernel_size, stride))
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
@@ -236,8 +249,7 @@ class ConvDictionary(Dictionary):
         return tuple(x.shape[2:])
 
     def code_size(self, signal_size) -> tuple:
-        return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
-                     zip(signal_size, self.padding, self.dilation, self.kernel_size, self.stride))
+        return conv_code_size(signal_size, self.kernel_size, self.stride, self.padding, self.dilation)
 
     def code_shape(self, x_shape) -> tuple:
         return (x_shape[0], self.n_atoms, *self.code_size(x_shape[2:]))

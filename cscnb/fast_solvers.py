@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .dictionary import LinearDictionary
+from .prox import _elastic_net_shrink
 
 __all__ = ["restarted_fista"]
 
@@ -181,8 +182,7 @@ def _working_set_guess(gram, analysis_of_x, lam_full, mu, nonneg, size, sweeps):
         for j in range(size):
             old = z[:, j]
             u = residual[:, j] + (diagonal[:, j] - mu) * old
-            new = torch.relu(u - lam[:, j]) if nonneg else u - torch.clamp(u, -lam[:, j], lam[:, j])
-            new = new * inverse_diagonal[:, j]
+            new = _elastic_net_shrink(u, lam[:, j], 0, nonneg) * inverse_diagonal[:, j]
             residual.addcmul_(gram_cols[:, j], (old - new).unsqueeze(1))
             z[:, j] = new
     return torch.zeros_like(analysis_of_x).scatter(1, atoms, z)

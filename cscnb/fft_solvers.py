@@ -28,9 +28,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from .dictionary import ConvDictionary
+from .prox import _elastic_net_shrink
 
 __all__ = ["FourierConvOperator", "fourier_applicable", "prefer_fourier", "use_fourier", "fourier_fista", "DOMAINS"]
 
@@ -161,19 +161,8 @@ def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).flatten(1).sum(dim=1)
 
 
-def _prox(u, threshold, shrink, nonneg):
-    # the elastic-net prox of chapter 12 (soft threshold or ReLU with bias, then 1/(1 + μ/L))
-    if nonneg:
-        out = torch.relu(u - threshold)
-    elif threshold.ndim == 0:
-        out = F.softshrink(u, float(threshold)) if float(threshold) > 0 else u
-    else:
-        out = u - torch.clamp(u, -threshold, threshold)
-    return out / (1 + shrink) if shrink else out
-
-
 def prox_into(u, out, threshold, scalar_threshold, shrink, nonneg):
-    """The elastic-net prox of ``_prox`` written into ``out`` (no allocation; ``u`` is left unchanged).
+    """The elastic-net prox of :func:`cscnb.prox.elastic_net_prox` written into ``out`` (no allocation; ``u`` is left unchanged).
 
     ``scalar_threshold`` is ``float(threshold)`` when the threshold is one number (softshrink's fast
     path), else None; ``shrink`` a number (0 or None: no shrink) or a per-sample tensor.
@@ -202,7 +191,7 @@ def _phase(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, step, max_
     k = 0
     for k in range(1, max_iter + 1):
         gradient = op.irfft(op.analyze_spectrum(synth_y - x_spectrum))     # Dᵀ(D y − x)
-        z_next = _prox(y - step * gradient, threshold, shrink, nonneg)
+        z_next = _elastic_net_shrink(y - step * gradient, threshold, shrink, nonneg)
         synth_next = op.synthesize_spectrum(op.rfft(z_next))
         delta = z_next - z
         with torch.no_grad():
