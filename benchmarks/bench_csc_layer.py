@@ -4,7 +4,7 @@ Prints one JSON object. Never run in CI (a few minutes). Usage, from the reposit
 
     .venv/bin/python benchmarks/bench_csc_layer.py [--repeats 7] [--threads 1] [--batch 32] [--no-compile]
 
-Method (cscnb.costs.layer_costs): at each shape and n_iter K the layer (float32, unit-norm atoms, step cached, no
+Method (cscnb.profiling.timers.layer_costs): at each shape and n_iter K the layer (float32, unit-norm atoms, step cached, no
 power iteration while timing) is timed with its primitives at the same shape, interleaved, median of
 --repeats. t_a = conv2d(x, W); t_s = the fastest exact synthesis (conv_transpose2d, or conv2d with
 the flipped, transposed weight); floor = K t_a + (K - 1) t_s; forward+backward uses the primitives'
@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _provenance import keep_freed_memory_mapped, provenance  # noqa: E402
 
-from cscnb.costs import forward_backward_call, forward_call, layer_costs, step_size_share  # noqa: E402
-from cscnb.csc_layer import CSCLayer  # noqa: E402
+from cscnb.nn.csc_layer import CSCLayer  # noqa: E402
+from cscnb.profiling.timers import forward_backward_call, forward_call, layer_costs, step_size_share  # noqa: E402
 
 TARGET = 1.15
 OUT_CHANNELS, SIZE, KERNEL = 64, 32, 3
@@ -139,7 +139,7 @@ def main():
         summary[name]["step_size_share_K2"] = round(record["step_size_K2"]["share"], 4)
     result = {
         "benchmark": "bench_csc_layer: CSCLayer vs its cost floor K*t_a + (K-1)*t_s and vs nn.Conv2d (float32, CPU)",
-        "method": "cscnb.costs.layer_costs: warm-up, interleaved repeats, medians; floor from the primitives timed "
+        "method": "cscnb.profiling.timers.layer_costs: warm-up, interleaved repeats, medians; floor from the primitives timed "
                   "in the same loop; forward_backward = gradients w.r.t. input and parameters of <g, output>",
         "target_ratio_to_floor": TARGET,
         "summary_ratio_to_floor": summary,

@@ -57,7 +57,7 @@ def _peak_rss_bytes() -> int:
 def child(args) -> dict:
     import torch
     sys.path.insert(0, str(HERE.parent))
-    from cscnb.csc_layer import CSCLayer
+    from cscnb.nn.csc_layer import CSCLayer
 
     torch.set_num_threads(args.threads)
     backward, n_iter = args.child[0], int(args.child[1])

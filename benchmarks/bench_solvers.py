@@ -283,7 +283,7 @@ def run_conv():
 
 def run_rule(n_iter=10, size=128, atoms=32):
     """Seconds per iteration of fista_restart, spatial vs Fourier, by kernel size: the data behind prefer_fourier."""
-    from cscnb.fft_solvers import prefer_fourier
+    from cscnb.solvers.fourier import prefer_fourier
     gen = torch.Generator().manual_seed(1)
     rows = []
     for channels in (1, 3):
@@ -305,8 +305,8 @@ def run_rule(n_iter=10, size=128, atoms=32):
     agree = sum(r["fourier_faster"] == r["auto_picks_fourier"] for r in rows)
     return {"setup": f"float32, {atoms} atoms, {size}x{size} signal, {n_iter} iterations, median of {ARGS.repeats}",
             "rule": "Fourier iff circular, stride 1, 'same' size and kernel taps >= "
-                    f"{cscnb.fft_solvers.FOURIER_MIN_KERNEL_AREA} (1 channel) or "
-                    f"{cscnb.fft_solvers.FOURIER_MIN_KERNEL_AREA_MULTICHANNEL} (several)",
+                    f"{cscnb.solvers.fourier.FOURIER_MIN_KERNEL_AREA} (1 channel) or "
+                    f"{cscnb.solvers.fourier.FOURIER_MIN_KERNEL_AREA_MULTICHANNEL} (several)",
             "rule_agrees_with_measurement": f"{agree}/{len(rows)}",
             "rows": rows}
 
@@ -326,7 +326,7 @@ def provenance():
 
 def main():
     torch.set_num_threads(ARGS.threads)
-    import cscnb.fft_solvers  # noqa: F401  (for run_rule's report of the threshold)
+    import cscnb.solvers.fourier  # noqa: F401  (for run_rule's report of the threshold)
     start = time.perf_counter()
     result = {"benchmark": "bench_solvers: time to the same objective (1e-4 relative of the best any run reached)",
               "repeats": ARGS.repeats}

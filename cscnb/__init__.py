@@ -1,41 +1,67 @@
-"""cscnb: convolutional neural networks as sparse coding — the package behind the book.
+r"""cscnb: convolutional neural networks as sparse coding — the package behind the book.
 
-The stable public surface (design §3) is re-exported here. Submodules by role:
+Every derivation of a chapter is implemented in one module and tested against an independent
+computation, in ``tests/`` and in the chapter itself::
 
-* ``prox``, ``dictionary``, ``solvers`` (+ ``fast_solvers``, ``fft_solvers``, ``fourier_admm``): proximal maps,
-  dictionaries, ISTA/FISTA, and fast paths (restart + polish; Fourier-domain FISTA and ADMM for circular convolutions)
-* ``layers``, ``models``: one-step sparse-coding layers and the hierarchical CNN of Part I
-* ``mlcsc``, ``ml_bp``, ``mlcsc_bounds``: multi-layer CSC pursuits and bounds (chapter 6)
-* ``blocks``, ``unfolding``, ``networks``: Res-CSC / MSD-CSC blocks and classifiers (chapters 7–8)
-* ``theory``, ``bruteforce``: coherence, uniqueness and stability bounds (chapter 9)
-* ``lista``: unrolled solvers LISTA / LISTA-CP / ALISTA (chapter 10); ``sparsity``: sparse-feature metrics
-  and regularisers (chapter 11)
-* ``csc_layer`` (+ ``csc_steps``), ``convert``: SDNet's CSC layer as a drop-in ``nn.Conv2d`` (chapter 12);
-  ``costs``: its time against its cost floor; ``corruptions``, ``attacks``: robustness experiments (chapter 13)
-* ``resnet``, ``presets``, ``results``, ``cifar``: models and the training system (``python -m cscnb.train``);
-  ``reproduction``: the paper-vs-ours table of chapter 14, filled from ``results/``
-* ``data``: digits, MNIST-1D, planted sparse codes; ``symbolic``: SymPy helpers (imported on first use)
+    chapter (derivation, labelled equation) → one module of cscnb (docstring names the equation) → its test
+
+Subpackages by role (lower layers never import higher ones):
+
+* ``core`` — dictionaries :math:`D` / :math:`D^\top`, proximal maps, argument checks (used everywhere);
+* ``solvers`` — :func:`solve`: ISTA, FISTA, restarted FISTA with support polish, Fourier-domain FISTA
+  and ADMM for circular convolutions (chapters 1–8, 12–14);
+* ``theory`` — coherence, uniqueness and stability bounds, brute-force checks, SymPy helpers
+  (``cscnb.symbolic``, loaded on first use; chapters 1, 2, 6, 8–12, 14);
+* ``data`` — digits, MNIST-1D, planted sparse codes, CIFAR and ImageNet folders (all local or generated);
+* ``mlcsc`` — multi-layer CSC: the chain, layered and multi-layer pursuits, bounds (chapter 6);
+* ``nn`` — layers that are sparse-coding iterations: one-step layers (chapters 2–4), unfolded
+  Res-CSC / MSD-CSC blocks (7–8), LISTA (10), sparse activations (11), SDNet's CSC layer and
+  ``convert`` (12–13);
+* ``models`` — whole networks: the hierarchical sparse-coding net (4), the chapters' classifiers (7–8,
+  11–13), ResNet/SDNet (12, 14) and the training model factory;
+* ``robustness`` — corruptions and attacks (chapter 13);
+* ``profiling`` — the CSC layer against its cost floor (chapter 12), training cost models (chapter 14);
+* ``train`` — ``python -m cscnb.train``: configs and presets, data batches, the loop, checkpoints,
+  results and the reproduction table of chapter 14.
+
+The names below are the stable public surface. ``import cscnb`` is cheap: each name is imported from
+its module on first use (PEP 562), so neither the training system nor SymPy nor scikit-learn is loaded
+until a chapter or a script asks for it.
 """
-from . import (attacks, blocks, bruteforce, cifar, corruptions, costs, csc_layer, csc_steps, data, dictionary, layers,
-               lista, mlcsc, models, networks, presets, prox, reproduction, resnet, results, solvers, sparsity,
-               theory, unfolding)
-from .convert import convert
-from .csc_layer import CSCLayer, test_time_lam
-from .presets import PRESETS, TrainConfig
-from .resnet import resnet18, resnet34, sdnet18, sdnet18_all, sdnet34, sdnet34_all
-from .results import load_run, load_runs
-from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer
-from .data import DigitsSplit, MNIST1DSplit, PlantedCodes, load_digits, load_mnist1d, planted_sparse_codes
-from .dictionary import ConvDictionary, Dictionary, LinearDictionary, mutual_coherence, random_orthonormal
-from .layers import SparseCodingConv2d, SparseCodingLinear
-from .lista import ALISTA, LISTA, LISTACP, UnrolledConfig
-from .mlcsc import layered_basis_pursuit, layered_thresholding, ml_fista
-from .models import HierarchicalSparseCodingConfig, HierarchicalSparseCodingNet
-from .networks import DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN
-from .prox import elastic_net_prox, hard_threshold, nonneg_soft_threshold, soft_threshold
-from .solvers import SolveHistory, SolveResult, kkt_residual, objective, solve
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
+
+#: public name -> the module (relative to this package) that defines it
+_EXPORTS = {
+    **dict.fromkeys(["ConvDictionary", "Dictionary", "LinearDictionary", "mutual_coherence", "random_orthonormal"],
+                    ".core.dictionary"),
+    **dict.fromkeys(["elastic_net_prox", "hard_threshold", "nonneg_soft_threshold", "soft_threshold"], ".core.prox"),
+    **dict.fromkeys(["SolveHistory", "SolveResult", "kkt_residual", "objective", "solve"],
+                    ".solvers.proximal_gradient"),
+    **dict.fromkeys(["DigitsSplit", "load_digits"], ".data.digits"),
+    **dict.fromkeys(["MNIST1DSplit", "load_mnist1d"], ".data.mnist1d"),
+    **dict.fromkeys(["PlantedCodes", "planted_sparse_codes"], ".data.planted"),
+    **dict.fromkeys(["SparseCodingConv2d", "SparseCodingLinear"], ".nn.sparse_coding"),
+    **dict.fromkeys(["HierarchicalSparseCodingConfig", "HierarchicalSparseCodingNet"], ".models.hierarchical"),
+    **dict.fromkeys(["DenseBlock", "MSDCSCBlock", "ResCSCBlock", "ResidualBlock"], ".nn.blocks"),
+    "UnfoldedCSCLayer": ".nn.unfolded",
+    **dict.fromkeys(["DenseNetCNN", "MLCSCNet", "MSDCSCNet", "NetworkConfig", "PlainCNN", "ResCSCNet", "ResNetCNN"],
+                    ".models.classifiers"),
+    **dict.fromkeys(["ALISTA", "LISTA", "LISTACP", "UnrolledConfig"], ".nn.lista"),
+    **dict.fromkeys(["layered_basis_pursuit", "layered_thresholding"], ".mlcsc.pursuits"),
+    "ml_fista": ".mlcsc.ml_bp",
+    **dict.fromkeys(["CSCLayer", "test_time_lam"], ".nn.csc_layer"),
+    "convert": ".nn.conversion",
+    **dict.fromkeys(["resnet18", "resnet34", "sdnet18", "sdnet18_all", "sdnet34", "sdnet34_all"], ".models.resnet"),
+    **dict.fromkeys(["PRESETS", "TrainConfig"], ".train.config"),
+    **dict.fromkeys(["load_run", "load_runs"], ".train.results"),
+}
+#: modules exported as names (SymPy is slow to import: ``cscnb.symbolic`` loads it on first use)
+_MODULES = {"symbolic": ".theory.symbolic"}
+_SUBPACKAGES = ("core", "data", "mlcsc", "models", "nn", "profiling", "robustness", "solvers", "theory", "train")
 
 __all__ = [
     "ConvDictionary", "Dictionary", "LinearDictionary", "mutual_coherence", "random_orthonormal",
@@ -55,9 +81,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    # SymPy is slow to import; load cscnb.symbolic only when a chapter asks for it
-    if name == "symbolic":
-        import importlib
-        return importlib.import_module(".symbolic", __name__)
-    raise AttributeError(f"module 'cscnb' has no attribute {name!r}")
+def __getattr__(name: str):
+    """Import a public name's module on first use and cache the name in this module (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    elif name in _MODULES:
+        value = importlib.import_module(_MODULES[name], __name__)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module("." + name, __name__)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__) | set(_SUBPACKAGES))

@@ -1,4 +1,4 @@
-"""cscnb.blocks / cscnb.networks / cscnb.data.load_mnist1d: Res-CSC and MSD-CSC (chapters 7 and 8)."""
+"""cscnb.nn.blocks / cscnb.models.classifiers / cscnb.data.load_mnist1d: Res-CSC and MSD-CSC (chapters 7 and 8)."""
 import random
 
 import numpy as np
@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import cscnb
-from cscnb.blocks import (DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer, conv_operator_norm,
-                          dilate_kernel)
 from cscnb.data import load_mnist1d
-from cscnb.networks import (DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN, accuracy,
-                            fit_classifier)
+from cscnb.models.classifiers import (DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN,
+                                      accuracy, fit_classifier)
+from cscnb.nn.blocks import MSDCSCBlock, ResCSCBlock, UnfoldedCSCLayer, conv_operator_norm, dilate_kernel
 
 DIMS = [(1, (20,)), (2, (7, 7))]
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from cscnb.cifar import CIFAR_FILES, center_crop, load_cifar, random_crop_flip
-from cscnb.imagenet import ImageFolder
+from cscnb.data.cifar import CIFAR_FILES, center_crop, load_cifar, random_crop_flip
+from cscnb.data.imagenet import ImageFolder
 
 
 def _records(n, label_bytes, first_label, offset):

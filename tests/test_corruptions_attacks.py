@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cscnb import attacks, corruptions
-from cscnb.attacks import fgsm, pgd, project_to_ball
-from cscnb.corruptions import corrupt, corruption_parameter
+from cscnb.robustness import attacks, corruptions
+from cscnb.robustness.attacks import fgsm, pgd, project_to_ball
+from cscnb.robustness.corruptions import corrupt, corruption_parameter
 
 
 def _gen(seed=0):

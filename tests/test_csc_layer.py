@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 from cscnb import ConvDictionary, solve
-from cscnb.convert import convert
-from cscnb.csc_layer import CSCLayer, csc_code, test_time_lam, unit_norm_atoms
+from cscnb.nn.conversion import convert
+from cscnb.nn.csc_layer import CSCLayer, csc_code, test_time_lam, unit_norm_atoms
 
 
 @pytest.fixture(autouse=True)
@@ -201,8 +201,8 @@ def test_bad_forward_and_setter_input():
 # the fast path: exact synthesis forms, the fused step, buffer reuse, λ checked once per forward
 
 from cscnb import elastic_net_prox  # noqa: E402
-from cscnb.costs import csc_layer_floor, interleaved_times, layer_costs, step_size_share  # noqa: E402
-from cscnb.csc_steps import SYNTHESES, FusedProxGrad, fastest_synthesis, synthesis_operator  # noqa: E402
+from cscnb.nn.csc_ops import SYNTHESES, FusedProxGrad, fastest_synthesis, synthesis_operator  # noqa: E402
+from cscnb.profiling.timers import csc_layer_floor, interleaved_times, layer_costs, step_size_share  # noqa: E402
 from cscnb.solvers import fista_steps  # noqa: E402
 
 

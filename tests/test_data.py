@@ -2,8 +2,8 @@
 import pytest
 import torch
 
+from cscnb.core.dictionary import ConvDictionary, LinearDictionary, random_orthonormal
 from cscnb.data import load_digits, planted_sparse_codes
-from cscnb.dictionary import ConvDictionary, LinearDictionary, random_orthonormal
 
 
 def test_digits_shapes_and_standardization():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import cscnb
-from cscnb.fft_solvers import FourierConvOperator, fourier_applicable, prefer_fourier
+from cscnb.solvers.fourier import FourierConvOperator, fourier_applicable, prefer_fourier
 
 DTYPE = torch.float64
 

@@ -1,4 +1,4 @@
-"""cscnb.layers and cscnb.models: sparse-coding layers are CNN layers (chapters 3 and 4)."""
+"""cscnb.nn.sparse_coding and cscnb.models: sparse-coding layers are CNN layers (chapters 3 and 4)."""
 import dataclasses
 
 import pytest
@@ -7,9 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import cscnb
-from cscnb.dictionary import ConvDictionary
-from cscnb.layers import SparseCodingConv2d, SparseCodingLinear
+from cscnb.core.dictionary import ConvDictionary
 from cscnb.models import HierarchicalSparseCodingConfig, HierarchicalSparseCodingNet
+from cscnb.nn.sparse_coding import SparseCodingConv2d, SparseCodingLinear
 
 
 def _seeded(seed=0):

@@ -1,4 +1,4 @@
-"""cscnb.lista: unrolled solvers (LISTA, LISTA-CP, ALISTA), their activations and the rate theorem (chapter 10)."""
+"""cscnb.nn.lista: unrolled solvers (LISTA, LISTA-CP, ALISTA), their activations and the rate theorem (chapter 10)."""
 import math
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import cscnb
-from cscnb.lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, FitConfig, UnrolledConfig, activation_fn,
-                         empirical_rate, firm_threshold, fit_unrolled, hopfield_energy, iterate_errors,
-                         theorem_thresholds)
+from cscnb.nn.lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, FitConfig, UnrolledConfig, activation_fn,
+                            empirical_rate, firm_threshold, fit_unrolled, hopfield_energy, iterate_errors,
+                            theorem_thresholds)
 from cscnb.theory import generalized_coherence, generalized_coherence_weights, lista_cp_rate_constant
 
 

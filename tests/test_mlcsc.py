@@ -1,4 +1,4 @@
-"""ML-CSC pursuits and bounds (chapter 6): cscnb.mlcsc, cscnb.ml_bp, cscnb.mlcsc_bounds."""
+"""ML-CSC pursuits and bounds (chapter 6): cscnb.mlcsc, cscnb.mlcsc.ml_bp, cscnb.mlcsc.bounds."""
 import math
 
 import pytest

@@ -1,6 +1,6 @@
-"""cscnb.reproduction: the loader that fills chapter 14's table from run folders, and the cost helpers.
+"""cscnb.train.reproduction: the loader that fills chapter 14's table from run folders; cscnb.profiling's cost models.
 
-The run folders are written with the package's own writers (cscnb.results), so the loader is tested on
+The run folders are written with the package's own writers (cscnb.train.results), so the loader is tested on
 the exact files a training run produces; every asserted value comes from what the test wrote.
 """
 import dataclasses
@@ -10,11 +10,11 @@ import shutil
 import pytest
 import torch
 
-from cscnb import results
-from cscnb.presets import preset_config
-from cscnb.reproduction import (NOT_RUN, NOT_STATED, TARGETS, ReproductionTarget, RunFolderError, csc_layer_macs,
-                                recipe_mismatches, report_markdown, reproduction_report, training_flops,
-                                training_hours)
+from cscnb.profiling import csc_layer_macs, training_flops, training_hours
+from cscnb.train import results
+from cscnb.train.config import preset_config
+from cscnb.train.reproduction import (NOT_RUN, NOT_STATED, TARGETS, ReproductionTarget, RunFolderError,
+                                      recipe_mismatches, report_markdown, reproduction_report)
 
 
 def _write_run(root, name, preset="sdnet18-cifar10", *, accuracies=(0.5, 0.7, 0.9), finished=True,

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cscnb import resnet
+from cscnb.models import resnet
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -58,7 +58,7 @@ def test_shapes_of_both_stems():
 
 
 def _csc_modules(model):
-    from cscnb.csc_layer import CSCLayer
+    from cscnb.nn.csc_layer import CSCLayer
     return [m for m in model.modules() if isinstance(m, CSCLayer)]
 
 

@@ -273,13 +273,13 @@ def test_other_devices():
 
 
 def test_working_set_pass_finishes_most_samples_exactly():
-    """polish=True from z = 0: a support guess plus verified active-set rounds (cscnb.fast_solvers)."""
+    """polish=True from z = 0: a support guess plus verified active-set rounds (cscnb.solvers.restart)."""
     dictionary, _ = dense_problem(seed=13, n=20, m=50)
     gen = torch.Generator().manual_seed(13)
     planted = torch.zeros(30, 50, dtype=DTYPE).scatter_(  # 3-sparse codes, as sparse coding assumes
         1, torch.rand(30, 50, generator=gen).argsort(dim=1)[:, :3], torch.randn(30, 3, generator=gen, dtype=DTYPE))
     x = dictionary.synthesize(planted) + 0.01 * torch.randn(30, 20, generator=gen, dtype=DTYPE)
-    from cscnb.fast_solvers import _working_set_pass
+    from cscnb.solvers.restart import _working_set_pass
     done, codes, rest, _ = _working_set_pass(dictionary, x, torch.tensor(0.2, dtype=DTYPE), 0.0, False, 1e-10)
     assert done.numel() >= 27 and done.numel() + rest.numel() == 30, "the pass should finish most samples"
     assert independent_kkt(dictionary, x[done], codes, 0.2, 0.0, False) < 1e-10
@@ -304,7 +304,7 @@ def test_samples_the_working_set_pass_misses_continue_with_fista():
 @pytest.mark.parametrize("nonneg,mu,per_atom", [(False, 0.0, False), (True, 0.1, True), (False, 0.2, True)])
 def test_fista_polish_path_without_the_working_set_pass(monkeypatch, nonneg, mu, per_atom):
     """The identification iterations + polish stay correct when the working-set pass finishes nobody."""
-    monkeypatch.setattr(cscnb.fast_solvers, "WORKING_SET_ROUNDS", 0)
+    monkeypatch.setattr(cscnb.solvers.restart, "WORKING_SET_ROUNDS", 0)
     dictionary, x = dense_problem(seed=15, batch=12)
     lam = torch.linspace(0.05, 0.5, dictionary.n_atoms, dtype=DTYPE) if per_atom else 0.2
     result = cscnb.solve(dictionary, x, lam, mu=mu, nonneg=nonneg, method="fista_restart", polish=True, tol=1e-10,
@@ -317,7 +317,7 @@ def test_fista_polish_path_without_the_working_set_pass(monkeypatch, nonneg, mu,
 @pytest.mark.parametrize("nonneg,mu,per_atom", [(False, 0.0, False), (True, 0.1, True)])
 def test_working_set_guess_on_all_atoms_is_coordinate_descent_to_the_minimizer(nonneg, mu, per_atom):
     """With every atom in the working set and enough sweeps, the guess is the minimizer itself."""
-    from cscnb.fast_solvers import _working_set_guess
+    from cscnb.solvers.restart import _working_set_guess
     dictionary, x = dense_problem(seed=16, batch=6)
     weight = dictionary.weight
     lam = torch.linspace(0.05, 0.5, dictionary.n_atoms, dtype=DTYPE) if per_atom else torch.tensor(0.2, dtype=DTYPE)

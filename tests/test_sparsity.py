@@ -1,4 +1,4 @@
-"""Tests of cscnb.sparsity: metrics, hooks, penalties, sparse activations, schedule, training loop (chapter 11)."""
+"""Tests of cscnb.nn.sparsity: metrics, hooks, penalties, sparse activations, schedule, training loop (chapter 11)."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 import cscnb
-from cscnb import sparsity
+from cscnb.nn import sparsity
 
 
 def test_zero_fraction_and_hoyer_on_known_vectors():

@@ -1,4 +1,4 @@
-"""cscnb.theory and cscnb.bruteforce: coherence bounds against exhaustive enumeration on small dictionaries."""
+"""cscnb.theory and cscnb.theory.bruteforce: coherence bounds against exhaustive enumeration on small dictionaries."""
 import itertools
 import math
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from cscnb.checkpoint import atomic_torch_save, rng_state, set_rng_state
-from cscnb.presets import PRESETS, TrainConfig, build_parser, config_from_argv, preset_config
-from cscnb.results import load_run, load_runs
 from cscnb.train import run_directory, select_device, train
+from cscnb.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
+from cscnb.train.config import PRESETS, TrainConfig, build_parser, config_from_argv, preset_config
+from cscnb.train.results import load_run, load_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

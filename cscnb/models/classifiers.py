@@ -1,0 +1,225 @@
+r"""Classifier networks built from ML-CSC, Res-CSC and MSD-CSC blocks, and their CNN counterparts.
+
+All six share one layout (chapter 7, ``eq-ch7-network``): a stem (one thresholding layer,
+``relu(conv(x) + b)``), ``n_blocks`` stages, adaptive average pooling to ``pool_size`` positions per
+spatial axis (a fixed linear map) and a linear classifier (logistic regression on the pooled code).
+They run on 1-D signals (``dim=1``, e.g. MNIST-1D ``(B, 1, 40)``) and 2-D images (``dim=2``, e.g.
+digits ``(B, 1, 8, 8)`` or CIFAR ``(B, 3, 32, 32)``).
+
+=================  =====================================  =======================================
+stage              sparse-coding network                  CNN counterpart
+=================  =====================================  =======================================
+two layers         :class:`MLCSCNet` (layered pursuit)     :class:`PlainCNN`
+residual block     :class:`ResCSCNet`                      :class:`ResNetCNN`
+dense block        :class:`MSDCSCNet` (+ 1×1 transition)   :class:`DenseNetCNN` (+ 1×1 transition)
+=================  =====================================  =======================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from numbers import Integral
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..nn.blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer
+
+__all__ = ["NetworkConfig", "MLCSCNet", "ResCSCNet", "MSDCSCNet", "PlainCNN", "ResNetCNN", "DenseNetCNN",
+           "fit_classifier", "accuracy", "with_unfolding"]
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Shape and unfolding settings shared by every network in this module."""
+    in_channels: int = 1          # 1 for MNIST-1D and digits, 3 for CIFAR
+    n_classes: int = 10           # outputs of the linear classifier
+    dim: int = 1                  # 1: signals (B, C, L); 2: images (B, C, H, W)
+    width: int = 16               # channels of the stem and of every stage's input and output
+    n_blocks: int = 2             # stages after the stem
+    kernel_size: int = 3          # odd, so 'same' padding keeps the spatial size
+    n_unfold: int = 0             # sparse-coding nets: proximal-gradient steps beyond the first, per pursuit
+    method: str = "fista"         # sparse-coding nets: 'ista' or 'fista' for the extra steps
+    threshold: float = 0.0        # sparse-coding nets: initial thresholds θ (biases -cθ)
+    growth: int = 8               # dense nets: channels each dense layer adds
+    dilations: tuple = (1, 2)     # dense nets: one dense layer per dilation rate
+    pool_size: int = 4            # positions per spatial axis kept by the average pooling
+
+    def __post_init__(self):
+        for name in ("in_channels", "n_classes", "width", "n_blocks", "kernel_size", "growth", "pool_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.dim not in (1, 2):
+            raise ValueError(f"dim must be 1 or 2, got {self.dim!r}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if isinstance(self.n_unfold, bool) or not isinstance(self.n_unfold, Integral) or self.n_unfold < 0:
+            raise ValueError(f"n_unfold must be a non-negative int, got {self.n_unfold!r}")
+        if self.method not in ("ista", "fista"):
+            raise ValueError(f"method must be 'ista' or 'fista', got {self.method!r}")
+        if not isinstance(self.dilations, tuple) or not self.dilations:
+            raise TypeError(f"dilations must be a non-empty tuple, got {self.dilations!r}")
+
+
+class _Classifier(nn.Module):
+    """Stem → stages → average pooling → linear; subclasses fill ``self.stages``."""
+
+    def __init__(self, config):
+        super().__init__()
+        config = NetworkConfig() if config is None else config
+        if not isinstance(config, NetworkConfig):
+            raise TypeError(f"config must be a NetworkConfig, got {type(config).__name__}")
+        self.config = config
+        conv = nn.Conv1d if config.dim == 1 else nn.Conv2d
+        k = config.kernel_size
+        self.stem = conv(config.in_channels, config.width, k, padding=k // 2)
+        self.stages = nn.ModuleList()
+        self.classifier = nn.Linear(config.width * config.pool_size ** config.dim, config.n_classes)
+
+    def _transition(self, in_channels: int) -> nn.Module:
+        # a 1×1 thresholding layer back to `width` channels (one ML-CSC layer with a 1-tap dictionary)
+        conv = nn.Conv1d if self.config.dim == 1 else nn.Conv2d
+        return nn.Sequential(conv(in_channels, self.config.width, 1), nn.ReLU())
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's code, shape ``(B, width, *spatial)``."""
+        c = self.config
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != c.dim + 2 or x.shape[1] != c.in_channels:
+            raise ValueError(f"x must have {c.dim + 2} dimensions and {c.in_channels} channels, got {tuple(x.shape)}")
+        x = torch.relu(self.stem(x))
+        for stage in self.stages:
+            x = stage(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, shape ``(B, n_classes)``."""
+        z = self.features(x)
+        pool = F.adaptive_avg_pool1d if self.config.dim == 1 else F.adaptive_avg_pool2d
+        return self.classifier(pool(z, self.config.pool_size).flatten(1))
+
+
+class MLCSCNet(_Classifier):
+    r"""ML-CSC classifier: every stage is two :class:`~cscnb.nn.blocks.UnfoldedCSCLayer` pursuits (chapter 7, ``eq-ch7-pursuit``).
+
+    With ``n_unfold=0`` each layer is ``relu(conv)``: layered thresholding, i.e. :class:`PlainCNN`
+    :cite:p:`papyan2017convolutional`.
+    """
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        for _ in range(2 * c.n_blocks):
+            self.stages.append(UnfoldedCSCLayer(c.width, c.width, c.kernel_size, c.n_unfold, dim=c.dim,
+                                                threshold=c.threshold, method=c.method))
+
+
+class PlainCNN(_Classifier):
+    """Plain CNN counterpart of :class:`MLCSCNet`: stages of two ``conv → ReLU`` layers."""
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        conv = nn.Conv1d if c.dim == 1 else nn.Conv2d
+        for _ in range(2 * c.n_blocks):
+            self.stages.append(nn.Sequential(conv(c.width, c.width, c.kernel_size, padding=c.kernel_size // 2),
+                                             nn.ReLU()))
+
+
+class ResCSCNet(_Classifier):
+    r"""Res-CSC classifier :cite:p:`zhang2021towards`: stages are :class:`~cscnb.nn.blocks.ResCSCBlock` (chapter 7, ``eq-ch7-res-step``)."""
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        for _ in range(c.n_blocks):
+            self.stages.append(ResCSCBlock(c.width, c.kernel_size, c.n_unfold, dim=c.dim, threshold=c.threshold,
+                                           method=c.method))
+
+
+class ResNetCNN(_Classifier):
+    """ResNet counterpart of :class:`ResCSCNet` :cite:p:`he2016deep`: stages are :class:`~cscnb.nn.blocks.ResidualBlock`."""
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        for _ in range(c.n_blocks):
+            self.stages.append(ResidualBlock(c.width, c.width, c.kernel_size, dim=c.dim))
+
+
+class MSDCSCNet(_Classifier):
+    r"""MSD-CSC classifier :cite:p:`zhang2021towards`: :class:`~cscnb.nn.blocks.MSDCSCBlock` + 1×1 transition (chapter 8, ``eq-ch8-dense-step``)."""
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        for _ in range(c.n_blocks):
+            block = MSDCSCBlock(c.width, c.growth, c.kernel_size, c.dilations, c.n_unfold, dim=c.dim,
+                                threshold=c.threshold, method=c.method)
+            self.stages.append(nn.Sequential(block, self._transition(block.out_channels)))
+
+
+class DenseNetCNN(_Classifier):
+    """DenseNet counterpart of :class:`MSDCSCNet` :cite:p:`huang2017densely`: dilated :class:`~cscnb.nn.blocks.DenseBlock` + 1×1 transition."""
+
+    def __init__(self, config: NetworkConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        for _ in range(c.n_blocks):
+            block = DenseBlock(c.width, c.growth, c.kernel_size, c.dilations, dim=c.dim)
+            self.stages.append(nn.Sequential(block, self._transition(block.out_channels)))
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    r"""Test accuracy :math:`\frac1N\sum_n \mathbb 1[\argmax_k f(x_n)_k = y_n]` of the logits of ``eq-ch7-network``.
+
+    Evaluated in ``eval`` mode without gradients, in batches; the training mode is restored. Chapters 7 and 8.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                      for i in range(0, x.shape[0], batch_size))
+    model.train(was_training)
+    return correct / x.shape[0]
+
+
+def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 5, batch_size: int = 64,
+                   lr: float = 3e-3, seed: int = 0) -> list:
+    r"""Minimize the cross-entropy :math:`-\frac1N\sum_n \log\operatorname{softmax}(f(x_n))_{y_n}` with Adam.
+
+    Mini-batches are drawn by a ``torch.Generator`` seeded with ``seed``; returns the mean training
+    loss of every epoch. Used by chapters 7 and 8 (CPU, seconds).
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < (0 if name == "seed" else 1):
+            raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(epochs):
+        order = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        total = 0.0
+        for i in range(0, x.shape[0], batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.numel()
+        losses.append(total / x.shape[0])
+    return losses
+
+
+def with_unfolding(config: NetworkConfig, n_unfold: int) -> NetworkConfig:
+    """A copy of ``config`` with another ``n_unfold`` (the sweep of chapters 7 and 8)."""
+    return replace(config, n_unfold=n_unfold)

@@ -1,0 +1,172 @@
+r"""Models built from sparse-coding layers.
+
+``HierarchicalSparseCodingNet`` is chapter 4's model: a hierarchy of non-negative convolutional
+sparse codes :math:`x \approx D_1 z_1,\ z_1 \approx D_2 z_2,\ \dots` (each code with an exponential
+prior), inferred layer by layer with one proximal-gradient step each, and multinomial logistic
+regression on the top code. No normalization and no pooling: down-sampling is the stride of the
+convolutional dictionaries.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..core.validation import positive_int
+from ..nn.sparse_coding import SparseCodingConv2d
+
+__all__ = ["HierarchicalSparseCodingConfig", "HierarchicalSparseCodingNet"]
+
+
+@dataclass
+class HierarchicalSparseCodingConfig:
+    """Shape of a :class:`HierarchicalSparseCodingNet`; the defaults fit the 8×8 digits on a CPU."""
+    in_channels: int = 1                     # grayscale digits
+    image_size: int = 8                      # digits are 8×8 (square images of this side)
+    channels: tuple = (16, 32, 32)           # atoms per layer (code channels z_1, z_2, z_3)
+    strides: tuple = (1, 2, 2)               # stride 2 down-samples instead of pooling: 8×8 → 8×8 → 4×4 → 2×2
+    kernel_size: int = 3                     # square kernels
+    padding: int | None = None               # None = kernel_size // 2 ("same" size at stride 1); 0 for non-overlapping atoms
+    n_iter: int = 1                          # proximal-gradient steps per layer (1 = a plain CNN layer)
+    step: float = 1.0                        # step η; 1 is the orthogonal-dictionary assumption (chapter 3)
+    threshold: float = 0.01                  # initial per-atom threshold θ = σ²λ (must be > 0 to be trainable)
+    n_classes: int = 10                      # digits 0..9
+
+    def __post_init__(self):
+        positive_int(self.in_channels, "in_channels")
+        positive_int(self.image_size, "image_size")
+        positive_int(self.kernel_size, "kernel_size")
+        if self.padding is None:
+            self.padding = self.kernel_size // 2
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
+            raise ValueError(f"padding must be None or a non-negative int, got {self.padding!r}")
+        positive_int(self.n_iter, "n_iter")
+        positive_int(self.n_classes, "n_classes")
+        self.channels, self.strides = tuple(self.channels), tuple(self.strides)
+        if len(self.channels) == 0:
+            raise ValueError("channels must list at least one layer width")
+        if len(self.strides) != len(self.channels):
+            raise ValueError(f"strides must have one entry per layer ({len(self.channels)}), got {self.strides}")
+        for c in self.channels:
+            positive_int(c, "channels entries")
+        for s in self.strides:
+            positive_int(s, "strides entries")
+        self.spatial_sizes()  # raises if the image is too small for the stack
+
+    def spatial_sizes(self) -> list:
+        """Side of every code map, from the input to the top code."""
+        sizes, n = [self.image_size], self.image_size
+        for s in self.strides:
+            n = (n + 2 * self.padding - self.kernel_size) // s + 1
+            if n < 1:
+                raise ValueError(f"image_size {self.image_size} is too small for these kernels, paddings and strides")
+            sizes.append(n)
+        return sizes
+
+    def feature_size(self) -> int:
+        """Length of the flattened top code fed to logistic regression."""
+        return self.channels[-1] * self.spatial_sizes()[-1] ** 2
+
+
+class HierarchicalSparseCodingNet(nn.Module):
+    r"""Layer-wise MAP of a non-negative convolutional sparse-coding hierarchy + logistic regression.
+
+    Layer :math:`\ell` computes :math:`z_\ell` = ``n_iter`` steps of
+    :math:`\min_{z \ge 0}\tfrac12\|z_{\ell-1} - D_\ell z\|^2 + \theta_\ell^\top z` (chapter 4, ``eq-ch4-layer-map``)
+    with :math:`z_0 = x`; the logits are :math:`Wz_L + b` and :math:`P(y = c \mid z_L)` =
+    ``softmax(logits)[c]`` (chapter 4, ``eq-ch4-softmax``). With ``n_iter=1``, ``step=1`` it equals the
+    plain CNN returned by :meth:`to_sequential` (chapter 4, theorem ``thm-ch4-cnn``).
+    """
+
+    def __init__(self, config: HierarchicalSparseCodingConfig | None = None):
+        super().__init__()
+        config = HierarchicalSparseCodingConfig() if config is None else config
+        if not isinstance(config, HierarchicalSparseCodingConfig):
+            raise TypeError(f"config must be a HierarchicalSparseCodingConfig, got {type(config).__name__}")
+        self.config = config
+        widths = (config.in_channels,) + config.channels
+        self.layers = nn.ModuleList(
+            SparseCodingConv2d(widths[i], widths[i + 1], config.kernel_size, stride=config.strides[i],
+                               padding=config.padding, n_iter=config.n_iter, step=config.step,
+                               threshold=config.threshold)
+            for i in range(len(config.channels)))
+        self.classifier = nn.Linear(config.feature_size(), config.n_classes)  # logistic regression
+
+    def _check_input(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        c, n = self.config.in_channels, self.config.image_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (c, n, n):
+            raise ValueError(f"x must have shape (batch, {c}, {n}, {n}), got {tuple(x.shape)}")
+
+    def codes(self, x: torch.Tensor) -> list:
+        r"""The codes :math:`\hat z_1, \dots, \hat z_L`: :math:`\hat z_\ell` = ``n_iter`` steps on
+        :math:`\min_{z \ge 0} \tfrac12\|\hat z_{\ell-1} - D_\ell z\|^2 + \theta_\ell^\top z` (chapter 4, ``eq-ch4-layer-map``)."""
+        self._check_input(x)
+        codes = []
+        for layer in self.layers:
+            x = layer(x)
+            codes.append(x)
+        return codes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r"""Class logits :math:`a = W\operatorname{vec}(\hat z_L) + b`, shape ``(batch, n_classes)`` (chapter 4, ``eq-ch4-logistic``)."""
+        return self.classifier(self.codes(x)[-1].flatten(1))
+
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The posterior :math:`P(y = c \mid \hat z_L) = \operatorname{softmax}(a)_c`, shape ``(batch, n_classes)`` (chapter 4, ``eq-ch4-softmax``)."""
+        return torch.softmax(self.forward(x), dim=1)
+
+    def to_sequential(self) -> nn.Sequential:
+        r"""The plain CNN ``Conv2d → ReLU → … → Flatten → Linear`` computing the same logits (copied weights).
+
+        The network of chapter 4, ``eq-ch4-cnn`` (theorem ``thm-ch4-cnn``): conv weights :math:`\eta W_\ell`, biases
+        :math:`-\eta\theta_\ell`. Needs ``n_iter == 1``.
+        """
+        modules = []
+        for layer in self.layers:
+            modules += [layer.to_conv2d(), nn.ReLU()]
+        linear = nn.Linear(self.classifier.in_features, self.classifier.out_features,
+                           device=self.classifier.weight.device, dtype=self.classifier.weight.dtype)
+        linear.load_state_dict(self.classifier.state_dict())
+        modules += [nn.Flatten(), linear]
+        return nn.Sequential(*modules)
+
+    @classmethod
+    def from_sequential(cls, sequential: nn.Sequential, *, image_size: int, step: float = 1.0,
+                        n_iter: int = 1) -> "HierarchicalSparseCodingNet":
+        r"""Read a ``Conv2d → ReLU → … → Flatten → Linear`` CNN (one square kernel and padding, biases <= 0) as a model.
+
+        Inverse of :meth:`to_sequential` (chapter 4, ``eq-ch4-cnn``): :math:`W_\ell = w_\ell/\eta`, :math:`\theta_\ell = -b_\ell/\eta`.
+        """
+        if not isinstance(sequential, nn.Sequential):
+            raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")
+        mods = list(sequential)
+        n_conv = (len(mods) - 2) // 2
+        pattern_ok = (len(mods) >= 4 and len(mods) % 2 == 0 and isinstance(mods[-2], nn.Flatten)
+                      and isinstance(mods[-1], nn.Linear)
+                      and all(isinstance(mods[2 * i], nn.Conv2d) and isinstance(mods[2 * i + 1], nn.ReLU)
+                              for i in range(n_conv)))
+        if not pattern_ok:
+            raise ValueError("sequential must be Conv2d, ReLU, [Conv2d, ReLU, ...], Flatten, Linear")
+        convs = [mods[2 * i] for i in range(n_conv)]
+        k, p = convs[0].kernel_size[0], convs[0].padding[0]
+        for conv in convs:
+            if conv.kernel_size != (k, k) or conv.padding != (p, p) or conv.stride[0] != conv.stride[1] \
+                    or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
+                raise ValueError("every Conv2d must have the same square kernel and integer padding, equal strides, "
+                                 "no dilation and zero padding")
+        linear = mods[-1]
+        config = HierarchicalSparseCodingConfig(
+            in_channels=convs[0].in_channels, image_size=image_size,
+            channels=tuple(c.out_channels for c in convs), strides=tuple(c.stride[0] for c in convs),
+            kernel_size=k, padding=p, n_iter=n_iter, step=step, n_classes=linear.out_features)
+        if config.feature_size() != linear.in_features:
+            raise ValueError(f"the Linear layer takes {linear.in_features} features but image_size={image_size} "
+                             f"gives {config.feature_size()}")
+        model = cls(config).to(device=linear.weight.device, dtype=linear.weight.dtype)
+        for i, conv in enumerate(convs):
+            model.layers[i] = SparseCodingConv2d.from_conv2d(conv, n_iter=n_iter, step=step)
+        model.classifier.load_state_dict(linear.state_dict())
+        return model

@@ -1,0 +1,373 @@
+r"""Unrolled sparse-coding solvers: LISTA, LISTA-CP and ALISTA with pluggable thresholding activations.
+
+Each network runs ``n_layers`` steps of a thresholded iteration from :math:`z_0 = 0`, one layer per step,
+for the dense model :math:`x = Dz^\star` (chapter 10, ``eq-ch10-model``); layer :math:`k` has its own
+threshold :math:`\theta_k \ge 0` (stored as :math:`\theta_k = |\rho_k|`, as in :mod:`cscnb.nn.sparse_coding`):
+
+* :class:`LISTA` (Gregor and LeCun, 2010), untied: :math:`z_{k+1} = \eta_{\theta_k}(W_e^k x + S^k z_k)`
+  (chapter 10, ``eq-ch10-lista``);
+* :class:`LISTACP` (Chen et al., 2018), coupled weights:
+  :math:`z_{k+1} = \eta_{\theta_k}\big(z_k + W_k^\top (x - D z_k)\big)` (``eq-ch10-lista-cp``);
+* :class:`ALISTA` (Liu et al., 2019), one analytic :math:`W`, learned step and threshold per layer:
+  :math:`z_{k+1} = \eta_{\theta_k}\big(z_k - \gamma_k W^\top (D z_k - x)\big)` (``eq-ch10-alista``).
+
+The activation :math:`\eta_\theta` is one of :data:`ACTIVATIONS` (chapter 10, ``eq-ch10-activations``):
+soft threshold, ReLU with bias :math:`-\theta` (non-negative codes), hard threshold, or the firm threshold
+(the proximal map of the minimax concave penalty, :func:`firm_threshold`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from ..core.dictionary import LinearDictionary
+from ..core.prox import hard_threshold, nonneg_soft_threshold, soft_threshold
+from ..core.validation import check_threshold
+from ..data.planted import PlantedCodes, planted_sparse_codes
+from ..theory.bounds import generalized_coherence_weights
+
+__all__ = ["ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
+           "theorem_thresholds", "iterate_errors", "empirical_rate",
+           "FitConfig", "FitResult", "fit_unrolled", "hopfield_energy"]
+
+ACTIVATIONS = ("soft", "relu", "hard", "firm")
+
+
+def firm_threshold(u: torch.Tensor, t, gamma: float = 2.0) -> torch.Tensor:
+    r"""Firm threshold: the proximal map of the minimax concave penalty (MCP) with :math:`\gamma > 1`.
+
+    .. math:: \operatorname{firm}_{t,\gamma}(u) = \argmin_a \tfrac12(u - a)^2 + P_{t,\gamma}(a)
+              = \begin{cases} 0 & |u| \le t \\ \operatorname{sign}(u)\frac{\gamma(|u| - t)}{\gamma - 1}
+              & t < |u| \le \gamma t \\ u & |u| > \gamma t \end{cases}
+
+    with :math:`P_{t,\gamma}(a) = t|a| - a^2/(2\gamma)` for :math:`|a| \le \gamma t` and :math:`\gamma t^2/2`
+    beyond. It interpolates between the hard (:math:`\gamma \to 1`) and soft (:math:`\gamma \to \infty`)
+    thresholds and is unbiased for large inputs. Implements chapter 10, equation ``eq-ch10-firm``.
+    """
+    check_threshold(t)
+    _check_gamma(gamma)
+    if isinstance(t, torch.Tensor):
+        t = t.to(dtype=u.dtype, device=u.device)
+    magnitude = u.abs()
+    ramp = torch.sign(u) * (magnitude - t) * (gamma / (gamma - 1))
+    return torch.where(magnitude <= t, torch.zeros_like(u), torch.where(magnitude <= gamma * t, ramp, u))
+
+
+def _check_gamma(gamma) -> float:
+    if isinstance(gamma, bool) or not isinstance(gamma, Real):
+        raise TypeError(f"firm_gamma must be a number > 1, got {type(gamma).__name__}")
+    if not (gamma > 1 and math.isfinite(gamma)):
+        raise ValueError(f"firm_gamma must be a finite number > 1 (gamma = 1 is the hard threshold), got {gamma}")
+    return float(gamma)
+
+
+def activation_fn(name: str, firm_gamma: float = 2.0):
+    r"""The thresholding activation :math:`\eta_\theta` called ``name`` (one of :data:`ACTIVATIONS`).
+
+    ``"soft"``: :math:`\operatorname{sign}(u)\max(|u| - \theta, 0)`; ``"relu"``: :math:`\max(u - \theta, 0)`;
+    ``"hard"``: :math:`u\,\mathbb 1[|u| > \theta]`; ``"firm"``: :func:`firm_threshold`. Chapter 10,
+    ``eq-ch10-activations``.
+    """
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+    if name == "firm":
+        gamma = _check_gamma(firm_gamma)
+        return lambda u, t: firm_threshold(u, t, gamma)
+    return {"soft": soft_threshold, "relu": nonneg_soft_threshold, "hard": hard_threshold}[name]
+
+
+@dataclass
+class UnrolledConfig:
+    r"""Depth :math:`K`, activation :math:`\eta` and initial thresholds :math:`\theta_0, \dots, \theta_{K-1}` of an
+    unrolled solver (chapter 10, ``eq-ch10-lista-cp`` and ``eq-ch10-activations``)."""
+    n_layers: int = 16
+    activation: str = "soft"
+    threshold: float | Sequence[float] | torch.Tensor = 0.1   # initial θ_k: one number or one per layer
+    firm_gamma: float = 2.0                                  # γ of the firm threshold (activation="firm")
+
+    def __post_init__(self):
+        if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, Integral):
+            raise TypeError(f"n_layers must be a positive int, got {type(self.n_layers).__name__}")
+        if self.n_layers <= 0:
+            raise ValueError(f"n_layers must be a positive int, got {self.n_layers}")
+        activation_fn(self.activation, self.firm_gamma)  # validates both
+
+    def initial_thresholds(self) -> torch.Tensor:
+        theta = self.threshold
+        if isinstance(theta, bool) or not isinstance(theta, (Real, torch.Tensor, list, tuple)):
+            raise TypeError(f"threshold must be a number or a sequence of n_layers numbers, got {type(theta).__name__}")
+        theta = torch.as_tensor(theta, dtype=torch.float64).detach().clone()  # full precision; models cast it
+        if theta.ndim == 0:
+            theta = theta.expand(self.n_layers).clone()
+        if theta.shape != (self.n_layers,):
+            raise ValueError(f"threshold must be a number or have n_layers={self.n_layers} entries, "
+                             f"got shape {tuple(theta.shape)}")
+        if not torch.isfinite(theta).all() or (theta < 0).any():
+            raise ValueError("threshold must be finite and non-negative in every layer")
+        return theta
+
+
+def _dictionary_weight(dictionary) -> torch.Tensor:
+    if isinstance(dictionary, LinearDictionary):
+        return dictionary.weight.detach().clone()
+    raise TypeError(f"dictionary must be a cscnb.LinearDictionary, got {type(dictionary).__name__}")
+
+
+class _UnrolledSolver(nn.Module):
+    """Shared loop: z_0 = 0, z_{k+1} = η_{θ_k}(layer_input(k, x, z_k)); subclasses define layer_input."""
+
+    def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig):
+        super().__init__()
+        if not isinstance(config, UnrolledConfig):
+            raise TypeError(f"config must be an UnrolledConfig, got {type(config).__name__}")
+        self.config = config
+        self.register_buffer("dictionary_weight", _dictionary_weight(dictionary))
+        weight = self.dictionary_weight  # parameters take the dictionary's dtype and device
+        self.threshold_param = nn.Parameter(config.initial_thresholds().to(dtype=weight.dtype, device=weight.device))
+        self._activation = activation_fn(config.activation, config.firm_gamma)
+
+    @property
+    def n_features(self) -> int:
+        return self.dictionary_weight.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.dictionary_weight.shape[1]
+
+    @property
+    def thresholds(self) -> torch.Tensor:
+        r"""Per-layer thresholds :math:`\theta_k = |\rho_k| \ge 0`, shape ``(n_layers,)``."""
+        return self.threshold_param.abs()
+
+    def layer_input(self, k: int, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, *, return_iterates: bool = False) -> torch.Tensor:
+        """The code after the last layer, ``(B, n_atoms)``; with ``return_iterates`` all of
+        :math:`z_0 = 0, z_1, \\dots, z_K` stacked as ``(n_layers + 1, B, n_atoms)``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"x must have shape (batch, n_features={self.n_features}), got {tuple(x.shape)}")
+        if x.dtype != self.dictionary_weight.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the model has dtype {self.dictionary_weight.dtype}; "
+                            "convert one of them")
+        z = x.new_zeros(x.shape[0], self.n_atoms)
+        iterates = [z]
+        thresholds = self.thresholds
+        for k in range(self.config.n_layers):
+            z = self._activation(self.layer_input(k, x, z), thresholds[k])
+            iterates.append(z)
+        return torch.stack(iterates) if return_iterates else z
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"n_features={self.n_features}, n_atoms={self.n_atoms}, n_layers={c.n_layers}, "
+                f"activation={c.activation!r}")
+
+
+def _initial_encoder(encoder, weight: torch.Tensor, name: str = "encoder") -> torch.Tensor:
+    """Default encoder D / L (the ISTA step); otherwise a checked copy of the given (n_features, n_atoms) tensor."""
+    if encoder is None:
+        return weight / torch.linalg.matrix_norm(weight, ord=2) ** 2
+    if not isinstance(encoder, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {tuple(weight.shape)} or None, "
+                        f"got {type(encoder).__name__}")
+    if tuple(encoder.shape) != tuple(weight.shape):
+        raise ValueError(f"{name} must have the dictionary's shape {tuple(weight.shape)}, got {tuple(encoder.shape)}")
+    if not torch.isfinite(encoder).all():
+        raise ValueError(f"{name} contains NaN or Inf values")
+    return encoder.detach().to(weight.dtype).clone()
+
+
+class LISTA(_UnrolledSolver):
+    r"""LISTA of Gregor and LeCun (2010) with untied weights per layer.
+
+    .. math:: z_{k+1} = \eta_{\theta_k}\big(W_e^k x + S^k z_k\big), \qquad z_0 = 0,
+
+    initialized at ISTA: :math:`W_e^k = D^\top/L`, :math:`S^k = I - D^\top D/L`, :math:`L = \|D\|_2^2`.
+    Implements chapter 10, equation ``eq-ch10-lista``.
+    """
+
+    def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig):
+        super().__init__(dictionary, config)
+        D = self.dictionary_weight
+        step = 1.0 / float(torch.linalg.matrix_norm(D, ord=2) ** 2)
+        K = config.n_layers
+        self.encoder = nn.Parameter((step * D.T).expand(K, -1, -1).clone())                       # (K, m, n)
+        eye = torch.eye(self.n_atoms, dtype=D.dtype, device=D.device)
+        self.mutual_inhibition = nn.Parameter((eye - step * D.T @ D).expand(K, -1, -1).clone())   # (K, m, m)
+
+    def layer_input(self, k, x, z):
+        return x @ self.encoder[k].T + z @ self.mutual_inhibition[k].T
+
+
+class LISTACP(_UnrolledSolver):
+    r"""LISTA-CP of Chen et al. (2018): coupled weights, one encoder :math:`W_k` and threshold per layer.
+
+    .. math:: z_{k+1} = \eta_{\theta_k}\big(z_k + W_k^\top (x - D z_k)\big), \qquad z_0 = 0,
+
+    so that :math:`S^k = I - W_k^\top D` (the coupling under which the error can contract). ``encoder``
+    (shape of :math:`D`) initializes every :math:`W_k`; default :math:`D/L` (ISTA).
+    Implements chapter 10, equation ``eq-ch10-lista-cp``.
+    """
+
+    def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig, encoder: torch.Tensor | None = None):
+        super().__init__(dictionary, config)
+        W = _initial_encoder(encoder, self.dictionary_weight)
+        self.encoders = nn.Parameter(W.expand(config.n_layers, -1, -1).clone())   # (K, n, m)
+
+    def layer_input(self, k, x, z):
+        residual = x - z @ self.dictionary_weight.T
+        return z + residual @ self.encoders[k]
+
+
+class ALISTA(_UnrolledSolver):
+    r"""ALISTA of Liu et al. (2019): a fixed analytic encoder :math:`W`, a learned step and threshold per layer.
+
+    .. math:: z_{k+1} = \eta_{\theta_k}\big(z_k - \gamma_k W^\top (D z_k - x)\big), \qquad z_0 = 0,
+
+    with the analytic :math:`W` of :func:`cscnb.theory.generalized_coherence_weights` (chapter 10,
+    ``eq-generalized-coherence``) unless ``encoder`` is given, and
+    :math:`\gamma_k` initialized to ``step`` (default 1). Implements chapter 10, equation ``eq-ch10-alista``.
+    """
+
+    def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig, encoder: torch.Tensor | None = None,
+                 step: float = 1.0):
+        super().__init__(dictionary, config)
+        if isinstance(step, bool) or not isinstance(step, Real) or not (step > 0 and math.isfinite(step)):
+            raise ValueError(f"step must be a positive finite number, got {step!r}")
+        W = generalized_coherence_weights(self.dictionary_weight) if encoder is None else \
+            _initial_encoder(encoder, self.dictionary_weight)
+        self.register_buffer("encoder", W)
+        self.steps = nn.Parameter(torch.full((config.n_layers,), float(step), dtype=W.dtype))
+
+    def layer_input(self, k, x, z):
+        return z - self.steps[k] * ((z @ self.dictionary_weight.T - x) @ self.encoder)
+
+
+def theorem_thresholds(mu_tilde: float, sparsity: int, bound: float, n_layers: int) -> torch.Tensor:
+    r"""Thresholds of the convergence theorem: :math:`\theta_k = \tilde\mu\, sB\,\big((2s-1)\tilde\mu\big)^k`.
+
+    They dominate :math:`\tilde\mu\,\|z_k - z^\star\|_1` for every code with :math:`\|z^\star\|_0 \le s`
+    and :math:`\|z^\star\|_\infty \le B`, which is what the proof needs. Returns a float64 tensor ``(n_layers,)``.
+    Chapter 10, ``eq-ch10-theorem-thresholds``.
+    """
+    for value, name in ((mu_tilde, "mu_tilde"), (bound, "bound")):
+        if isinstance(value, bool) or not isinstance(value, Real) or not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    for value, name in ((sparsity, "sparsity"), (n_layers, "n_layers")):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    ratio = (2 * sparsity - 1) * mu_tilde
+    k = torch.arange(n_layers, dtype=torch.float64)
+    return mu_tilde * sparsity * bound * ratio ** k   # float64; a model casts it to its own dtype
+
+
+def iterate_errors(iterates: torch.Tensor, z_star: torch.Tensor) -> torch.Tensor:
+    r"""Errors :math:`\|z_k - z^\star\|_2` of iterates ``(K+1, B, m)`` against codes ``(B, m)``, shape ``(K+1, B)``.
+
+    The quantity bounded by chapter 10, ``eq-ch10-rate-bound``.
+    """
+    if iterates.ndim != 3 or z_star.ndim != 2 or iterates.shape[1:] != z_star.shape:
+        raise ValueError(f"iterates must be (K+1, B, m) and z_star (B, m); got {tuple(iterates.shape)} and "
+                         f"{tuple(z_star.shape)}")
+    return (iterates - z_star).norm(dim=2)
+
+
+def empirical_rate(errors: torch.Tensor, floor: float = 1e-12) -> float:
+    r"""Least-squares slope :math:`\hat c` of :math:`\log e_k \approx a - \hat c\,k` over layers with :math:`e_k > `
+    ``floor`` (``errors`` is 1-D, entry k after k layers): the empirical linear rate of chapter 10,
+    ``eq-ch10-empirical-rate``."""
+    if not isinstance(errors, torch.Tensor) or errors.ndim != 1:
+        raise ValueError("errors must be a 1-D tensor (one error per layer)")
+    k = torch.arange(errors.shape[0], dtype=torch.float64)
+    keep = errors.double() > floor
+    if int(keep.sum()) < 2:
+        raise ValueError(f"need at least two errors above floor={floor} to fit a rate")
+    k, log_e = k[keep], errors.double()[keep].log()
+    k_centered = k - k.mean()
+    return float(-(k_centered * (log_e - log_e.mean())).sum() / k_centered.square().sum())
+
+
+@dataclass
+class FitConfig:
+    """Planted training data and optimizer settings for :func:`fit_unrolled` (seconds on a CPU)."""
+    sparsity: int = 3
+    n_train: int = 2048
+    steps: int = 300
+    batch_size: int = 256
+    lr: float = 1e-3
+    nonneg: bool = False
+    noise: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    """Training record: the data used and the loss after every optimizer step."""
+    train: PlantedCodes
+    losses: list[float] = field(default_factory=list)
+
+
+def fit_unrolled(model: _UnrolledSolver, config: FitConfig) -> FitResult:
+    r"""Train ``model`` on planted codes of its own dictionary with Adam on the layer-wise loss
+
+    .. math:: \mathcal L = \frac1K\sum_{k=1}^{K} \frac{1}{|\mathcal B|}\sum_{b \in \mathcal B}
+              \frac{\|z_k(x_b) - z_b^\star\|_2^2}{\|z_b^\star\|_2^2},
+
+    so every layer, not only the last, is pushed towards the code (chapter 10, ``eq-ch10-training-loss``).
+    Deterministic for a given ``config.seed``.
+    """
+    if not isinstance(model, _UnrolledSolver):
+        raise TypeError(f"model must be a LISTA, LISTACP or ALISTA, got {type(model).__name__}")
+    if not isinstance(config, FitConfig):
+        raise TypeError(f"config must be a FitConfig, got {type(config).__name__}")
+    for name in ("n_train", "steps", "batch_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (config.lr > 0 and math.isfinite(config.lr)):
+        raise ValueError(f"lr must be a positive finite number, got {config.lr}")
+    if model.config.activation == "relu" and not config.nonneg:
+        raise ValueError("activation='relu' needs FitConfig(nonneg=True): a ReLU network only outputs codes >= 0")
+    dictionary = LinearDictionary(model.dictionary_weight)
+    train = planted_sparse_codes(dictionary, config.n_train, config.sparsity, nonneg=config.nonneg,
+                                 noise=config.noise, seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    result = FitResult(train=train)
+    scale = train.z.square().sum(dim=1)
+    for _ in range(config.steps):
+        batch = torch.randint(0, config.n_train, (min(config.batch_size, config.n_train),), generator=generator)
+        batch = batch.to(train.x.device)
+        iterates = model(train.x[batch], return_iterates=True)[1:]                        # (K, B, m)
+        loss = ((iterates - train.z[batch]).square().sum(dim=2) / scale[batch]).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        result.losses.append(float(loss.detach()))
+    return result
+
+
+def hopfield_energy(query: torch.Tensor, patterns: torch.Tensor, beta: float) -> torch.Tensor:
+    r"""Energy of a modern Hopfield network (Ramsauer et al., 2021), per query ``(B,)``:
+
+    .. math:: E(\xi) = \tfrac12\|\xi\|_2^2 - \tfrac1\beta \log\sum_{i=1}^m \exp(\beta\,k_i^\top \xi),
+
+    ``query`` :math:`\xi` is ``(B, d)``, ``patterns`` (keys :math:`k_i` as rows) ``(m, d)``. A gradient step of
+    size 1 on it is softmax attention with values = keys (chapter 10, ``eq-ch10-hopfield-energy``).
+    """
+    if not isinstance(query, torch.Tensor) or not isinstance(patterns, torch.Tensor):
+        raise TypeError("query and patterns must be torch.Tensors")
+    if query.ndim != 2 or patterns.ndim != 2 or query.shape[1] != patterns.shape[1]:
+        raise ValueError(f"query must be (B, d) and patterns (m, d) with the same d, got {tuple(query.shape)} "
+                         f"and {tuple(patterns.shape)}")
+    if isinstance(beta, bool) or not isinstance(beta, Real) or not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    return 0.5 * query.square().sum(dim=1) - torch.logsumexp(beta * query @ patterns.T, dim=1) / beta

@@ -1,0 +1,186 @@
+r"""Shared machinery of the unfolded sparse-coding blocks (chapters 7 and 8).
+
+Argument checks, the size-independent operator-norm bound used by every step-size check, the
+dilated-kernel identity, the ISTA/FISTA continuation loop, and :class:`UnfoldedCSCLayer` — one ML-CSC
+layer unfolded into ``1 + n_unfold`` proximal-gradient steps. :mod:`cscnb.nn.blocks` re-exports the
+public names.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..core.validation import nonneg_int, positive_int
+
+__all__ = ["conv_operator_norm", "dilate_kernel", "UnfoldedCSCLayer"]
+
+
+CONV = {1: F.conv1d, 2: F.conv2d}
+CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d}
+CONV_MODULE = {1: nn.Conv1d, 2: nn.Conv2d}
+
+
+def check_dim(dim) -> int:
+    if dim not in (1, 2) or isinstance(dim, bool):
+        raise ValueError(f"dim must be 1 (signals) or 2 (images), got {dim!r}")
+    return int(dim)
+
+
+def odd_kernel(kernel_size) -> int:
+    k = positive_int(kernel_size, "kernel_size")
+    if k % 2 == 0:
+        raise ValueError(f"kernel_size must be odd ('same' padding keeps the size), got {k}")
+    return k
+
+
+def check_method(method) -> str:
+    if method not in ("ista", "fista"):
+        raise ValueError(f"method must be 'ista' or 'fista', got {method!r}")
+    return method
+
+
+def init_weight(shape) -> nn.Parameter:
+    # the nn.Conv initialization, so CSC nets and their CNN counterparts start alike
+    weight = torch.empty(shape)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    return nn.Parameter(weight)
+
+
+def threshold_param(threshold, n: int) -> nn.Parameter:
+    if isinstance(threshold, bool) or not isinstance(threshold, Real):
+        raise TypeError(f"threshold must be a non-negative number, got {type(threshold).__name__}")
+    if not (threshold >= 0 and math.isfinite(threshold)):
+        raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
+    return nn.Parameter(torch.full((n,), float(threshold)))
+
+
+def check_input(x, channels: int, dim: int, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim != dim + 2 or x.shape[1] != channels:
+        layout = "(batch, channels, length)" if dim == 1 else "(batch, channels, height, width)"
+        raise ValueError(f"{name} must have shape {layout} with channels={channels}, got {tuple(x.shape)}")
+
+
+def conv_operator_norm(weight: torch.Tensor, dilation: int = 1, grid: int = 64) -> float:
+    r"""An upper bound on :math:`\|D\|_2` for the stride-1 convolution ``conv(·, weight, dilation)``.
+
+    Embedding a zero-padded signal of length :math:`n \le` ``grid`` :math:`- r(k-1)` in a periodic
+    signal of length ``grid`` changes no output, so :math:`\|D\|_2 \le \|C\|_2 =
+    \max_\omega \sigma_{\max}(\hat K(\omega))`, the largest singular value of the kernel's
+    ``grid``-point DFT (a ``C_out × C_in`` matrix per frequency). Used for the step bounds
+    ``eq-ch7-step-bound`` (chapter 7) and ``eq-ch8-step-bound`` (chapter 8).
+    """
+    if not isinstance(weight, torch.Tensor) or weight.ndim not in (3, 4):
+        raise TypeError("weight must be a tensor of shape (C_out, C_in, k) or (C_out, C_in, k, k)")
+    dilation = positive_int(dilation, "dilation")
+    grid = positive_int(grid, "grid")
+    dim = weight.ndim - 2
+    span = dilation * (weight.shape[-1] - 1) + 1
+    if span > grid:
+        raise ValueError(f"grid={grid} is smaller than the dilated kernel ({span} taps)")
+    w = dilate_kernel(weight.detach(), dilation)
+    padded = w.new_zeros(*w.shape[:2], *(grid,) * dim)
+    padded[(slice(None), slice(None)) + tuple(slice(0, s) for s in w.shape[2:])] = w
+    spectrum = torch.fft.fftn(padded, dim=tuple(range(2, 2 + dim)))
+    spectrum = spectrum.permute(*range(2, 2 + dim), 0, 1)  # (freq..., C_out, C_in)
+    return float(torch.linalg.matrix_norm(spectrum, ord=2).max())
+
+
+def dilate_kernel(weight: torch.Tensor, rate: int) -> torch.Tensor:
+    r"""The dense kernel of a rate-``rate`` dilated kernel: size :math:`r(k-1)+1`, zero off the grid.
+
+    :math:`\tilde w[r j] = w[j]` and :math:`\tilde w = 0` elsewhere, so
+    ``conv(x, w, dilation=r) == conv(x, dilate_kernel(w, r))`` (chapter 8, theorem ``thm-ch8-dilation``).
+    """
+    if not isinstance(weight, torch.Tensor) or weight.ndim not in (3, 4):
+        raise TypeError("weight must be a tensor of shape (C_out, C_in, k) or (C_out, C_in, kh, kw)")
+    rate = positive_int(rate, "rate")
+    spatial = weight.shape[2:]
+    out = weight.new_zeros(*weight.shape[:2], *(rate * (k - 1) + 1 for k in spatial))
+    out[(slice(None), slice(None)) + (slice(None, None, rate),) * len(spatial)] = weight
+    return out
+
+
+def proximal_steps(z_prev, z, gradient, threshold, step: float, n_steps: int, method: str):
+    r"""``n_steps`` more steps :math:`z \leftarrow \operatorname{ReLU}(y - c\nabla f(y) - c\theta)`.
+
+    ``z_prev`` is the initial point and ``z`` the first step from it; FISTA extrapolates
+    :math:`y = z_k + \tfrac{t_k - 1}{t_{k+1}}(z_k - z_{k-1})` with :math:`t_1 = 1` (ISTA: :math:`y = z_k`).
+    """
+    t = 1.0
+    for _ in range(n_steps):
+        if method == "fista":
+            t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+            y = z + ((t - 1) / t_next) * (z - z_prev)
+            t = t_next
+        else:
+            y = z
+        z_prev, z = z, torch.relu(y - step * gradient(y) - step * threshold)
+    return z
+
+
+class UnfoldedCSCLayer(nn.Module):
+    r"""``1 + n_unfold`` proximal-gradient steps, from 0, on one layer of ML-CSC (chapter 7, ``eq-ch7-pursuit``).
+
+    .. math:: \min_{\Gamma \ge 0}\ \tfrac12\|x - D\Gamma\|_2^2 + \theta^\top\Gamma, \qquad
+              \Gamma^{1} = \operatorname{ReLU}(c D^\top x - c\theta).
+
+    With ``n_unfold=0`` it is ``relu(conv(x, c·W) - c·θ)``, a CNN layer (layered thresholding).
+    ``step`` :math:`c \le 1/\|D\|_2^2`; ``None`` picks 0.9 times that bound for the initial weights.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, n_unfold: int = 0, *, dim: int = 2,
+                 dilation: int = 1, step=None, threshold: float = 0.0, method: str = "fista"):
+        super().__init__()
+        self.in_channels = positive_int(in_channels, "in_channels")
+        self.out_channels = positive_int(out_channels, "out_channels")
+        self.kernel_size = odd_kernel(kernel_size)
+        self.n_unfold = nonneg_int(n_unfold, "n_unfold")
+        self.dim, self.dilation, self.method = check_dim(dim), positive_int(dilation, "dilation"), check_method(method)
+        self.padding = self.dilation * (self.kernel_size - 1) // 2
+        self.weight = init_weight((self.out_channels, self.in_channels) + (self.kernel_size,) * self.dim)
+        self.threshold_param = threshold_param(threshold, self.out_channels)
+        self.step = checked_step(step, self.step_bound())
+
+    @property
+    def threshold(self) -> torch.Tensor:
+        return self.threshold_param.abs().view(-1, *(1,) * self.dim)
+
+    def step_bound(self) -> float:
+        """:math:`1/\\|D\\|_2^2` for the current weights (``eq-ch7-step-bound``)."""
+        return 1.0 / conv_operator_norm(self.weight, self.dilation) ** 2
+
+    def check_step(self) -> None:
+        checked_step(self.step, self.step_bound())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_channels, self.dim)
+        conv, conv_t = CONV[self.dim], CONV_T[self.dim]
+        analysis = conv(x, self.weight, None, 1, self.padding, self.dilation)  # D^T x, reused by every step
+        z = torch.relu(self.step * (analysis - self.threshold))
+        if self.n_unfold == 0:
+            return z
+
+        def gradient(v):  # D^T (D v - x)
+            return conv(conv_t(v, self.weight, None, 1, self.padding, 0, 1, self.dilation), self.weight, None, 1,
+                        self.padding, self.dilation) - analysis
+
+        return proximal_steps(torch.zeros_like(z), z, gradient, self.threshold, self.step, self.n_unfold,
+                               self.method)
+
+
+def checked_step(step, bound: float) -> float:
+    if step is None:
+        return 0.9 * bound
+    if isinstance(step, bool) or not isinstance(step, Real):
+        raise TypeError(f"step must be a positive number or None, got {type(step).__name__}")
+    if not (step > 0 and math.isfinite(step)):
+        raise ValueError(f"step must be positive and finite, got {step}")
+    if step > bound * (1 + 1e-9):  # tolerance: the bound itself is computed in floating point
+        raise ValueError(f"step={step:.4g} exceeds its convergence bound {bound:.4g} for these weights")
+    return float(step)

@@ -1,0 +1,101 @@
+r"""What a training run costs: FLOPs counted on the model, a CSC layer's closed-form count, wall time (chapter 14).
+
+:func:`training_flops` counts the multiply-accumulates of a training step with
+:class:`torch.utils.flop_counter.FlopCounterMode` (convolutions and matrix products, forward and
+backward), :func:`csc_layer_macs` is the closed-form count of a CSC layer (chapter 14,
+``eq-ch14-csc-macs``) and :func:`training_hours` turns a count into wall time for an *assumed*
+throughput (``eq-ch14-walltime``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["csc_layer_macs", "training_flops", "training_hours"]
+
+
+def csc_layer_macs(conv_macs: int, n_iter: int) -> int:
+    r"""Multiply-accumulates of a CSC layer's forward pass: :math:`(2K - 1)\,M` (chapter 14, ``eq-ch14-csc-macs``).
+
+    :math:`K` FISTA steps from :math:`z_0 = 0` need :math:`K` analyses (:math:`A^\top x` once, then
+    :math:`A^\top(Ay_k)` per further step) and :math:`K - 1` syntheses :math:`Ay_k`, each costing the
+    :math:`M` MACs of the ``Conv2d`` it replaces.
+    """
+    for name, value in (("conv_macs", conv_macs), ("n_iter", n_iter)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if conv_macs < 0 or n_iter < 1:
+        raise ValueError(f"need conv_macs >= 0 and n_iter >= 1, got {conv_macs} and {n_iter}")
+    return (2 * n_iter - 1) * conv_macs
+
+
+def _warm_up(model: torch.nn.Module, x: torch.Tensor) -> None:
+    # the CSC layers' first call at a new input size runs 50 power iterations; the step size scales the
+    # iterates but not the operation count, so one cheap iteration per layer stands in for it
+    from ..nn.csc_layer import CSCLayer
+    def prime(layer, args):
+        layer.refresh_step_size(args[0], n_iter=1)  # returns None: a pre-hook's return value would replace the input
+
+    hooks = [m.register_forward_pre_hook(prime) for m in model.modules() if isinstance(m, CSCLayer)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # a layer may also time its implementations (e.g. the fastest synthesis) on its first call in each grad
+    # mode; those trial convolutions must not be counted, so both modes run once before counting
+    with torch.no_grad():
+        model(x)
+    model(x).sum().backward()
+
+
+def training_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    r"""FLOPs (2 per multiply-accumulate) of one training step on the batch ``(x, y)``, and of evaluation.
+
+    Counted by ``FlopCounterMode``: convolutions (including transposed ones) and matrix products of the
+    forward pass, the cross-entropy loss and the backward pass; elementwise work (batch norm, ReLU,
+    prox) is not counted. Returns ``{"forward", "train_step"}`` per image. The model's CSC layers have
+    their step size cached beforehand, so the count is that of a steady training step (whose at most two
+    warm power iterations at batch 1 are left out). Feeds chapter 14, ``eq-ch14-walltime``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or not isinstance(y, torch.Tensor) or len(y) != len(x):
+        raise ValueError("x must be a batch tensor and y a label tensor of the same length")
+    was_training = model.training
+    try:
+        model.train()
+        _warm_up(model, x)
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+        forward = counter.get_total_flops()
+        model.train()
+        with FlopCounterMode(display=False) as counter:
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+        step = counter.get_total_flops()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    return {"forward": forward / len(x), "train_step": step / len(x)}
+
+
+def training_hours(train_step_flops: float, forward_flops: float, *, train_images: int, test_images: int,
+                   epochs: int, flops_per_second: float) -> float:
+    r"""Wall time in hours of ``epochs`` epochs (train + test pass) at an assumed sustained throughput.
+
+    .. math:: T = \frac{E\,(N_{\text{train}} F_{\text{step}} + N_{\text{test}} F_{\text{fwd}})}{R}
+
+    (chapter 14, ``eq-ch14-walltime``); :math:`R` = ``flops_per_second`` is an assumption, not a measurement.
+    """
+    values = dict(train_step_flops=train_step_flops, forward_flops=forward_flops, train_images=train_images,
+                  test_images=test_images, epochs=epochs, flops_per_second=flops_per_second)
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if flops_per_second == 0:
+        raise ValueError("flops_per_second must be > 0")
+    total = epochs * (train_images * train_step_flops + test_images * forward_flops)
+    return total / flops_per_second / 3600.0

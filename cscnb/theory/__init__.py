@@ -1,0 +1,22 @@
+"""Theory of sparse coding checked by the chapters: coherence bounds, brute force, symbolic derivations.
+
+* :mod:`~cscnb.theory.bounds` — spark, uniqueness and stability bounds (one layer and deep), the Welch
+  bound and incoherent frames (chapter 9), generalized coherence and the LISTA-CP rate constant
+  (chapter 10); also used by chapter 14;
+* :mod:`~cscnb.theory.bruteforce` — exhaustive checks of those bounds on small dictionaries (spark,
+  sparsest solutions, worst stable code; chapters 9 and 14);
+* :mod:`~cscnb.theory.symbolic` — SymPy helpers for the derivations (negative log-posteriors, proximal
+  maps by cases, KKT cases; chapters 1, 2, 6, 8, 9, 11 and 12). Not imported here: SymPy is slow to
+  load, so ``cscnb.theory.symbolic`` (or ``cscnb.symbolic``) loads it on first use.
+"""
+from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_coherence,
+                     generalized_coherence_weights, incoherent_dictionary, lista_cp_rate_constant, mutual_coherence,
+                     spark_lower_bound, stability_bound, uniqueness_bound, welch_bound)
+from .bruteforce import (BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
+                         sparsest_solutions_bruteforce, worst_stable_code_bruteforce)
+
+__all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
+           "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
+           "deep_uniqueness_holds", "deep_stability_bounds",
+           "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
+           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce"]
