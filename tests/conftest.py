@@ -1,4 +1,8 @@
-"""Shared pytest configuration.
+"""Shared pytest configuration and fixtures.
+
+Fixtures used by several test files: ``float64`` (float64 as the default dtype and torch's global
+generator seeded, both restored afterwards) and ``gaussian_dictionary`` (a factory of seeded
+dictionaries with unit-norm Gaussian atoms).
 
 The ``site`` marker labels the browser test of the rendered book (tests/test_site.py). It needs
 the built site (``make html-strict``) and Chromium, so it runs only when selected explicitly —
@@ -6,6 +10,7 @@ the built site (``make html-strict``) and Chromium, so it runs only when selecte
 fast unit suite.
 """
 import pytest
+import torch
 
 
 def pytest_configure(config):
@@ -22,3 +27,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "site" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype and its global generator seeded with 0; the dtype is restored after."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    torch.manual_seed(0)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.fixture
+def gaussian_dictionary():
+    """Factory ``make(n, m, seed=0)``: an ``(n, m)`` float64 matrix of i.i.d. Gaussian columns scaled to unit norm."""
+    def make(n: int, m: int, seed: int = 0) -> torch.Tensor:
+        weight = torch.randn(n, m, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        return weight / weight.norm(dim=0)
+    return make

@@ -15,13 +15,7 @@ from cscnb.nn.blocks import MSDCSCBlock, ResCSCBlock, UnfoldedCSCLayer, conv_ope
 DIMS = [(1, (20,)), (2, (7, 7))]
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    torch.manual_seed(0)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("dim, size", DIMS)
@@ -115,7 +109,7 @@ def test_step_bounds_are_enforced():
     (lambda: ResCSCBlock(0), ValueError), (lambda: ResCSCBlock(3, 4), ValueError),
     (lambda: ResCSCBlock(3, dim=3), ValueError), (lambda: ResCSCBlock(3, n_unfold=-1), ValueError),
     (lambda: ResCSCBlock(3, method="adam"), ValueError), (lambda: ResCSCBlock(3, threshold=-1.0), ValueError),
-    (lambda: ResCSCBlock(3.0), TypeError), (lambda: MSDCSCBlock(3, dilations=()), TypeError),
+    (lambda: ResCSCBlock(3.0), TypeError), (lambda: MSDCSCBlock(3, dilations=()), ValueError),
     (lambda: MSDCSCBlock(3, dilations=(0,)), ValueError), (lambda: ResCSCBlock(3, step="big"), TypeError),
     (lambda: NetworkConfig(dim=3), ValueError), (lambda: NetworkConfig(width=0), ValueError),
     (lambda: NetworkConfig(kernel_size=2), ValueError), (lambda: NetworkConfig(n_unfold=-1), ValueError),

@@ -9,12 +9,7 @@ from cscnb.nn.conversion import convert
 from cscnb.nn.csc_layer import CSCLayer, csc_code, test_time_lam, unit_norm_atoms
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 0), (1, 1), (2, 0), (2, 1), (1, 2)])

@@ -89,7 +89,7 @@ def test_threshold_is_nonnegative_and_trainable():
 
 
 @pytest.mark.parametrize("kwargs, error", [
-    (dict(in_channels=0), ValueError), (dict(out_channels=2.5), TypeError), (dict(kernel_size=(3,)), TypeError),
+    (dict(in_channels=0), ValueError), (dict(out_channels=2.5), TypeError), (dict(kernel_size=(3,)), ValueError),
     (dict(stride=0), ValueError), (dict(padding=-1), ValueError), (dict(n_iter=0), ValueError),
     (dict(step=0.0), ValueError), (dict(threshold=-0.1), ValueError), (dict(threshold=torch.ones(3)), ValueError),
     (dict(padding_mode="reflect"), ValueError),

@@ -12,11 +12,6 @@ from cscnb.nn.lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, FitConfig, Unro
 from cscnb.theory import generalized_coherence, generalized_coherence_weights, lista_cp_rate_constant
 
 
-def _gaussian_dictionary(n=16, m=32, seed=0):
-    w = torch.randn(n, m, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    return cscnb.LinearDictionary(w / w.norm(dim=0))
-
-
 def _identity_hadamard(n=16):
     # [I, H/sqrt(n)] has coherence 1/sqrt(n): low enough for the rate theorem with s = 2
     h = torch.ones(1, 1, dtype=torch.float64)
@@ -55,7 +50,7 @@ def test_activations_satisfy_the_two_properties_of_the_rate_proof(name):
         assert bool(((out[:, None] - targets).abs() <= (u[:, None] - targets).abs() + t + 1e-12).all())
 
 
-def test_bad_arguments_raise_naming_the_argument():
+def test_bad_arguments_raise_naming_the_argument(gaussian_dictionary):
     with pytest.raises(ValueError, match="activation"):
         activation_fn("tanh")
     with pytest.raises(ValueError, match="n_layers"):
@@ -68,7 +63,7 @@ def test_bad_arguments_raise_naming_the_argument():
         UnrolledConfig(activation="firm", firm_gamma=1.0)
     with pytest.raises(ValueError, match="non-negative"):
         firm_threshold(torch.zeros(3), -0.1)
-    D = _gaussian_dictionary()
+    D = cscnb.LinearDictionary(gaussian_dictionary(16, 32))
     with pytest.raises(ValueError, match="threshold"):
         LISTACP(D, UnrolledConfig(n_layers=3, threshold=-0.1))
     with pytest.raises(ValueError, match="threshold"):
@@ -98,8 +93,8 @@ def test_bad_arguments_raise_naming_the_argument():
         empirical_rate(torch.tensor([1.0, 0.0, 0.0]))
 
 
-def test_lista_cp_at_ista_weights_reproduces_cscnb_ista():
-    D = _gaussian_dictionary()
+def test_lista_cp_at_ista_weights_reproduces_cscnb_ista(gaussian_dictionary):
+    D = cscnb.LinearDictionary(gaussian_dictionary(16, 32))
     x = torch.randn(5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     lam, L = 0.1, D.lipschitz_constant()
     model = LISTACP(D, UnrolledConfig(n_layers=7, threshold=lam / L), encoder=D.weight / L)
@@ -111,8 +106,8 @@ def test_lista_cp_at_ista_weights_reproduces_cscnb_ista():
                                    rtol=1e-10, atol=1e-12)
 
 
-def test_lista_at_initialization_equals_lista_cp_with_exact_step():
-    D = _gaussian_dictionary()
+def test_lista_at_initialization_equals_lista_cp_with_exact_step(gaussian_dictionary):
+    D = cscnb.LinearDictionary(gaussian_dictionary(16, 32))
     x = torch.randn(5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     config = UnrolledConfig(n_layers=5, activation="hard", threshold=0.05)
     exact = D.weight / torch.linalg.matrix_norm(D.weight, ord=2) ** 2
@@ -120,8 +115,8 @@ def test_lista_at_initialization_equals_lista_cp_with_exact_step():
         torch.testing.assert_close(LISTA(D, config)(x), LISTACP(D, config, encoder=exact)(x), rtol=1e-10, atol=1e-12)
 
 
-def test_alista_with_unit_steps_is_lista_cp_and_uses_the_analytic_encoder():
-    D = _gaussian_dictionary()
+def test_alista_with_unit_steps_is_lista_cp_and_uses_the_analytic_encoder(gaussian_dictionary):
+    D = cscnb.LinearDictionary(gaussian_dictionary(16, 32))
     x = torch.randn(5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     config = UnrolledConfig(n_layers=4, activation="firm", threshold=0.1)
     alista = ALISTA(D, config)
@@ -162,8 +157,8 @@ def test_theorem_thresholds_and_empirical_rate():
         iterate_errors(torch.zeros(3, 2, 4), torch.zeros(2, 5))
 
 
-def test_training_is_deterministic_lowers_the_loss_and_works_in_float32():
-    D = _gaussian_dictionary()
+def test_training_is_deterministic_lowers_the_loss_and_works_in_float32(gaussian_dictionary):
+    D = cscnb.LinearDictionary(gaussian_dictionary(16, 32))
     runs = []
     for _ in range(2):
         model = LISTACP(D, UnrolledConfig(n_layers=4, threshold=0.05))

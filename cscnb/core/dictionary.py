@@ -18,6 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .validation import check_choice, int_tuple
+
 __all__ = ["Dictionary", "LinearDictionary", "ConvDictionary", "conv_code_size", "mutual_coherence",
            "random_orthonormal"]
 
@@ -163,17 +165,6 @@ class LinearDictionary(Dictionary):
         return f"LinearDictionary(n_features={self.n_features}, n_atoms={self.n_atoms}, dtype={self.weight.dtype})"
 
 
-def _tuple(value, n: int, name: str) -> tuple:
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"{name} must be non-negative, got {value}")
-        return (value,) * n
-    value = tuple(value)
-    if len(value) != n or not all(isinstance(v, int) and v >= 0 for v in value):
-        raise ValueError(f"{name} must be an int or a tuple of {n} non-negative ints, got {value}")
-    return value
-
-
 class ConvDictionary(Dictionary):
     r"""A convolutional dictionary (1-D or 2-D): ``analyze`` is ``conv{1,2}d``, ``synthesize`` its exact adjoint.
 
@@ -200,18 +191,12 @@ class ConvDictionary(Dictionary):
         if not weight.is_floating_point():
             raise TypeError(f"weight must be a floating-point tensor, got dtype {weight.dtype}")
         _check_finite(weight, "weight")
-        if padding_mode not in ("zeros", "circular"):
-            raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
+        self.padding_mode = check_choice(padding_mode, "padding_mode", ("zeros", "circular"))
         self.weight = weight
         self.dim = weight.ndim - 2
-        self.stride = _tuple(stride, self.dim, "stride")
-        if min(self.stride) < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
-        self.padding = _tuple(padding, self.dim, "padding")
-        self.dilation = _tuple(dilation, self.dim, "dilation")
-        if min(self.dilation) < 1:
-            raise ValueError(f"dilation must be >= 1, got {dilation}")
-        self.padding_mode = padding_mode
+        self.stride = int_tuple(stride, self.dim, "stride", minimum=1)
+        self.padding = int_tuple(padding, self.dim, "padding", minimum=0)
+        self.dilation = int_tuple(dilation, self.dim, "dilation", minimum=1)
         self._conv = F.conv1d if self.dim == 1 else F.conv2d
         self._conv_t = F.conv_transpose1d if self.dim == 1 else F.conv_transpose2d
 
@@ -318,8 +303,10 @@ def mutual_coherence(weight: torch.Tensor) -> float:
     ``weight`` is a dense dictionary ``(n_features, n_atoms)``. Implements chapter 1,
     equation ``eq-mutual-coherence``.
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
-        raise ValueError("weight must be a tensor of shape (n_features, n_atoms)")
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor of shape (n_features, n_atoms), got {type(weight).__name__}")
+    if weight.ndim != 2:
+        raise ValueError(f"weight must have shape (n_features, n_atoms), got shape {tuple(weight.shape)}")
     if weight.shape[1] < 2:
         raise ValueError("mutual coherence needs at least two atoms")
     norms = weight.norm(dim=0)

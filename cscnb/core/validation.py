@@ -137,7 +137,9 @@ def int_tuple(value, n: int, name: str, minimum: int = 0) -> tuple:
     expected = f"an int or a tuple of {n} ints >= {minimum}"
     if is_int(value):
         value = (int(value),) * n
-    elif isinstance(value, (tuple, list)) and len(value) == n and all(is_int(v) for v in value):
+    elif isinstance(value, (tuple, list)) and all(is_int(v) for v in value):
+        if len(value) != n:
+            raise ValueError(f"{name} must be {expected}, got {tuple(value)}")
         value = tuple(int(v) for v in value)
     else:
         raise TypeError(f"{name} must be {expected}, got {value!r}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..core.validation import nonneg_int
+
 __all__ = ["CIFARSplit", "load_cifar", "decode_cifar_records", "random_crop_flip", "center_crop", "CIFAR_FILES"]
 
 IMAGE_BYTES = 3 * 32 * 32
@@ -96,10 +98,11 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, *, paddin
     loop); ``generator`` (on the images' device) draws offsets and flips, so a seeded generator
     reproduces the augmentation exactly.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a (B, C, H, W) torch.Tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got shape {tuple(images.shape)}")
+    padding = nonneg_int(padding, "padding")
     b, c, h, w = images.shape
     size_h, size_w = (h, w) if size is None else (size, size)
     if not (0 < size_h <= h + 2 * padding and 0 < size_w <= w + 2 * padding):

@@ -5,11 +5,10 @@ Nothing here touches the network: the digits ship with scikit-learn. Determinist
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Real
 
 import torch
 
-from ..core.validation import check_float_dtype, nonneg_int
+from ..core.validation import check_float_dtype, check_number, nonneg_int
 
 __all__ = ["DigitsSplit", "load_digits"]
 
@@ -57,10 +56,8 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtyp
     consistent for convolutions, and the always-zero border pixels would have zero per-pixel
     variance. Used by chapter 4 (``eq-ch4-logistic``) and later chapters.
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, Real):
-        raise TypeError(f"test_fraction must be a number in (0, 1), got {type(test_fraction).__name__}")
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    test_fraction = check_number(test_fraction, "test_fraction", minimum=0, maximum=1, open_minimum=True,
+                                 open_maximum=True)
     seed = nonneg_int(seed, "seed")
     check_float_dtype(dtype)
     try:
@@ -71,7 +68,7 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtyp
     images = torch.as_tensor(bunch.images, dtype=torch.float64).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     generator = torch.Generator().manual_seed(seed)
-    is_test = _stratified_test_indices(labels, float(test_fraction), generator)
+    is_test = _stratified_test_indices(labels, test_fraction, generator)
     x_train, x_test = images[~is_test], images[is_test]
     mean, std = x_train.mean(), x_train.std()
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core.validation import positive_int
+
 __all__ = ["ImageFolder", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
@@ -25,8 +27,7 @@ class ImageFolder(Dataset):
     def __init__(self, root: str, split: str = "train", *, resize: int = 256):
         if not isinstance(root, (str, os.PathLike)):
             raise TypeError(f"root must be a path, got {type(root).__name__}")
-        if isinstance(resize, bool) or not isinstance(resize, int) or resize < 1:
-            raise ValueError(f"resize must be a positive int, got {resize!r}")
+        resize = positive_int(resize, "resize")
         folder = os.path.join(root, split)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"expected image folders {folder!r}/<class>/*.JPEG (ImageNet layout); not found")

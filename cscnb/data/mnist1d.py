@@ -5,11 +5,10 @@ Nothing here touches the network: the ``mnist1d`` package generates the set from
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
 import torch
 
-from ..core.validation import check_float_dtype, nonneg_int
+from ..core.validation import check_float_dtype, check_int, nonneg_int
 
 __all__ = ["MNIST1DSplit", "load_mnist1d"]
 
@@ -43,10 +42,8 @@ def load_mnist1d(*, seed: int = 42, num_samples: int = 5000, dtype: torch.dtype 
     training of ``eq-ch7-network``).
     """
     seed = nonneg_int(seed, "seed")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, Integral):
-        raise TypeError(f"num_samples must be an int, got {type(num_samples).__name__}")
-    if num_samples < 50:
-        raise ValueError(f"num_samples must be >= 50 (5 per class in the test split), got {num_samples}")
+    num_samples = check_int(num_samples, "num_samples", minimum=50,
+                            expected="an int >= 50 (5 per class in the test split)")
     check_float_dtype(dtype)
     key = (seed, int(num_samples))
     if key not in _MNIST1D_CACHE:

@@ -5,12 +5,12 @@ Generated from a seed (chapter 1, ``eq-generative-model``), for any dense or con
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 
 from ..core.dictionary import ConvDictionary, Dictionary, LinearDictionary
-from ..core.validation import nonneg_int
+from ..core.validation import check_int, nonneg_int, nonneg_number, positive_int
 
 __all__ = ["PlantedCodes", "planted_sparse_codes"]
 
@@ -36,12 +36,8 @@ def planted_sparse_codes(dictionary: Dictionary, n: int, sparsity: int, *, nonne
     """
     if not isinstance(dictionary, Dictionary):
         raise TypeError(f"dictionary must be a cscnb LinearDictionary or ConvDictionary, got {type(dictionary).__name__}")
-    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if isinstance(noise, bool) or not isinstance(noise, Real):
-        raise TypeError(f"noise must be a non-negative number, got {type(noise).__name__}")
-    if not noise >= 0 or noise == float("inf"):
-        raise ValueError(f"noise must be a finite non-negative number, got {noise}")
+    n = positive_int(n, "n")
+    noise = nonneg_number(noise, "noise")
     seed = nonneg_int(seed, "seed")
     if isinstance(dictionary, ConvDictionary):
         if signal_size is None:
@@ -60,10 +56,8 @@ def planted_sparse_codes(dictionary: Dictionary, n: int, sparsity: int, *, nonne
     per_sample = 1
     for s in code_shape[1:]:
         per_sample *= s
-    if isinstance(sparsity, bool) or not isinstance(sparsity, Integral):
-        raise TypeError(f"sparsity must be an int (non-zeros per code), got {type(sparsity).__name__}")
-    if not 1 <= sparsity <= per_sample:
-        raise ValueError(f"sparsity must be between 1 and the code size {per_sample}, got {sparsity}")
+    sparsity = check_int(sparsity, "sparsity", minimum=1, maximum=per_sample,
+                         expected=f"an int between 1 and the code size {per_sample} (non-zeros per code)")
 
     generator = torch.Generator().manual_seed(seed)
     # random support: the first `sparsity` entries of a random permutation, per sample

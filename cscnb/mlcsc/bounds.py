@@ -11,29 +11,20 @@ noise norms), which is sharper for convolutional dictionaries because
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..core.dictionary import ConvDictionary
+from ..core.validation import int_tuple, nonneg_number, positive_int, positive_number
 
 __all__ = ["conv_mutual_coherence", "stripe_uniqueness_bound", "thresholding_success_bound",
            "thresholding_interval", "stability_chain"]
 
 
-def _real(value, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite {'positive' if positive else 'non-negative'} number, got {value}")
-    return value
-
-
 def _coherence(mu) -> float:
-    mu = _real(mu, "mu", positive=True)
+    mu = positive_number(mu, "mu")
     if mu > 1:
         raise ValueError(f"mu is a mutual coherence, so it lies in (0, 1], got {mu}")
     return mu
@@ -60,9 +51,7 @@ def conv_mutual_coherence(dictionary: ConvDictionary, signal_size=None) -> float
     if signal_size is None:
         max_lag = tuple(k - 1 for k in kernel)
     else:
-        size = (signal_size,) if isinstance(signal_size, Integral) else tuple(signal_size)
-        if len(size) != dictionary.dim or any(isinstance(n, bool) or not isinstance(n, Integral) for n in size):
-            raise ValueError(f"signal_size must be {dictionary.dim} int(s), got {signal_size!r}")
+        size = int_tuple(signal_size, dictionary.dim, "signal_size")
         if any(n < k for n, k in zip(size, kernel)):
             raise ValueError(f"signal_size {size} is smaller than the kernel {kernel}")
         max_lag = tuple(min(k - 1, n - k) for n, k in zip(size, kernel))  # code positions: n - k + 1
@@ -107,10 +96,10 @@ def thresholding_success_bound(mu, gamma_min=1.0, gamma_max=1.0, noise=0.0) -> f
     (:func:`thresholding_interval`). Returns the right-hand side.
     """
     mu = _coherence(mu)
-    gamma_min, gamma_max = _real(gamma_min, "gamma_min", positive=True), _real(gamma_max, "gamma_max", positive=True)
+    gamma_min, gamma_max = positive_number(gamma_min, "gamma_min"), positive_number(gamma_max, "gamma_max")
     if gamma_min > gamma_max:
         raise ValueError(f"gamma_min ({gamma_min}) must not exceed gamma_max ({gamma_max})")
-    noise = _real(noise, "noise")
+    noise = nonneg_number(noise, "noise")
     return 0.5 * (1 + gamma_min / (mu * gamma_max)) - noise / (mu * gamma_max)
 
 
@@ -125,10 +114,9 @@ def thresholding_interval(mu, sparsity, gamma_min, gamma_max, noise=0.0) -> tupl
     :func:`thresholding_success_bound` holds.
     """
     mu = _coherence(mu)
-    if isinstance(sparsity, bool) or not isinstance(sparsity, Integral) or sparsity < 1:
-        raise ValueError(f"sparsity must be a positive int, got {sparsity!r}")
-    gamma_min, gamma_max = _real(gamma_min, "gamma_min", positive=True), _real(gamma_max, "gamma_max", positive=True)
-    noise = _real(noise, "noise")
+    sparsity = positive_int(sparsity, "sparsity")
+    gamma_min, gamma_max = positive_number(gamma_min, "gamma_min"), positive_number(gamma_max, "gamma_max")
+    noise = nonneg_number(noise, "noise")
     return (sparsity * mu * gamma_max + noise, gamma_min - (sparsity - 1) * mu * gamma_max - noise)
 
 
@@ -152,11 +140,10 @@ def stability_chain(mus: Sequence, sparsities: Sequence, gamma_maxs: Sequence, t
         if len(seq) != n or n == 0:
             raise ValueError(f"mus, sparsities, gamma_maxs and thresholds must have the same non-zero length; "
                              f"{name} has length {len(seq)}, mus has {n}")
-    eps = [_real(noise, "noise")]
+    eps = [nonneg_number(noise, "noise")]
     for i, (mu, s, gmax, beta) in enumerate(zip(mus, sparsities, gamma_maxs, thresholds)):
         mu = _coherence(mu)
-        if isinstance(s, bool) or not isinstance(s, Integral) or s < 1:
-            raise ValueError(f"sparsities[{i}] must be a positive int, got {s!r}")
-        gmax, beta = _real(gmax, f"gamma_maxs[{i}]", positive=True), _real(beta, f"thresholds[{i}]")
+        s = positive_int(s, f"sparsities[{i}]")
+        gmax, beta = positive_number(gmax, f"gamma_maxs[{i}]"), nonneg_number(beta, f"thresholds[{i}]")
         eps.append(math.sqrt(s) * (eps[-1] + mu * (s - 1) * gmax + beta))
     return eps

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Sequence
 
 import torch
@@ -19,6 +18,7 @@ import torch
 from ..core.dictionary import ConvDictionary, Dictionary
 from .chain import check_dictionaries, check_lams, check_signal, synthesize_chain
 from ..core.prox import nonneg_soft_threshold, soft_threshold
+from ..core.validation import check_bool, positive_int, positive_number
 
 __all__ = ["ml_bp_objective", "ml_fista", "MLFistaResult", "ml_fista_gap_bound", "ml_bp_primal_dual"]
 
@@ -158,12 +158,10 @@ def ml_fista(dictionaries: Sequence[Dictionary], x: torch.Tensor, lams, *, nonne
     dictionaries = check_dictionaries(dictionaries)
     check_signal(dictionaries, x)
     lams = check_lams(lams, dictionaries)
-    if not isinstance(nonneg, bool) or not isinstance(momentum, bool):
-        raise TypeError("nonneg and momentum must be bools")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, Integral) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
-    if isinstance(tol, bool) or not isinstance(tol, Real) or not tol > 0:
-        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    check_bool(nonneg, "nonneg")
+    check_bool(momentum, "momentum")
+    n_iter = positive_int(n_iter, "n_iter")
+    tol = positive_number(tol, "tol")
     steps = _check_steps(steps, dictionaries, x)
     deepest_shape = _code_shapes(dictionaries, x)[-1]
     z = torch.zeros(deepest_shape, dtype=x.dtype, device=x.device)
@@ -206,10 +204,7 @@ def _check_steps(steps, dictionaries, x) -> list:
         return [1.0 / _chain_lipschitz(dictionaries[:i + 1], x) for i in range(n)]
     if not isinstance(steps, (list, tuple)) or len(steps) != n:
         raise ValueError(f"steps must list {n} positive step sizes [μ_1, ..., μ_(L-1), t], got {steps!r}")
-    for i, s in enumerate(steps):
-        if isinstance(s, bool) or not isinstance(s, Real) or not (s > 0 and math.isfinite(s)):
-            raise ValueError(f"steps[{i}] must be a positive finite number, got {s!r}")
-    return [float(s) for s in steps]
+    return [positive_number(s, f"steps[{i}]") for i, s in enumerate(steps)]
 
 
 @torch.no_grad()
@@ -279,8 +274,7 @@ def ml_bp_primal_dual(dictionaries: Sequence[Dictionary], x: torch.Tensor, lams,
     dictionaries = check_dictionaries(dictionaries)
     check_signal(dictionaries, x)
     lams = check_lams(lams, dictionaries)
-    if isinstance(n_iter, bool) or not isinstance(n_iter, Integral) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    n_iter = positive_int(n_iter, "n_iter")
     shapes = _code_shapes(dictionaries, x)
     tau = 1.0 / _chain_lipschitz(dictionaries, x)
     norm_k = sum(_chain_lipschitz(dictionaries[i:], torch.zeros((1,) + shapes[i - 1][1:], dtype=x.dtype,

@@ -17,12 +17,12 @@ dense block        :class:`MSDCSCNet` (+ 1×1 transition)   :class:`DenseNetCNN`
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from numbers import Integral
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.validation import check_choice, check_int, nonneg_int, positive_int, positive_number
 from ..nn.blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer
 
 __all__ = ["NetworkConfig", "MLCSCNet", "ResCSCNet", "MSDCSCNet", "PlainCNN", "ResNetCNN", "DenseNetCNN",
@@ -47,19 +47,16 @@ class NetworkConfig:
 
     def __post_init__(self):
         for name in ("in_channels", "n_classes", "width", "n_blocks", "kernel_size", "growth", "pool_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.dim not in (1, 2):
-            raise ValueError(f"dim must be 1 or 2, got {self.dim!r}")
+            positive_int(getattr(self, name), name)
+        check_int(self.dim, "dim", minimum=1, maximum=2, expected="1 (signals) or 2 (images)")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
-        if isinstance(self.n_unfold, bool) or not isinstance(self.n_unfold, Integral) or self.n_unfold < 0:
-            raise ValueError(f"n_unfold must be a non-negative int, got {self.n_unfold!r}")
-        if self.method not in ("ista", "fista"):
-            raise ValueError(f"method must be 'ista' or 'fista', got {self.method!r}")
-        if not isinstance(self.dilations, tuple) or not self.dilations:
+        nonneg_int(self.n_unfold, "n_unfold")
+        check_choice(self.method, "method", ("ista", "fista"))
+        if not isinstance(self.dilations, tuple):
             raise TypeError(f"dilations must be a non-empty tuple, got {self.dilations!r}")
+        if not self.dilations:
+            raise ValueError("dilations must be a non-empty tuple, got an empty one")
 
 
 class _Classifier(nn.Module):
@@ -195,11 +192,9 @@ def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs
     Mini-batches are drawn by a ``torch.Generator`` seeded with ``seed``; returns the mean training
     loss of every epoch. Used by chapters 7 and 8 (CPU, seconds).
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < (0 if name == "seed" else 1):
-            raise ValueError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    seed = nonneg_int(seed, "seed")
+    lr = positive_number(lr, "lr")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
     generator = torch.Generator().manual_seed(seed)

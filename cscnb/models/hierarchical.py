@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..core.validation import positive_int
+from ..core.validation import nonneg_int, positive_int
 from ..nn.sparse_coding import SparseCodingConv2d
 
 __all__ = ["HierarchicalSparseCodingConfig", "HierarchicalSparseCodingNet"]
@@ -39,8 +39,7 @@ class HierarchicalSparseCodingConfig:
         positive_int(self.kernel_size, "kernel_size")
         if self.padding is None:
             self.padding = self.kernel_size // 2
-        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
-            raise ValueError(f"padding must be None or a non-negative int, got {self.padding!r}")
+        nonneg_int(self.padding, "padding")
         positive_int(self.n_iter, "n_iter")
         positive_int(self.n_classes, "n_classes")
         self.channels, self.strides = tuple(self.channels), tuple(self.strides)

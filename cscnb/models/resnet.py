@@ -17,6 +17,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 
+from ..core.validation import check_choice, positive_int
+
 __all__ = ["ResNet", "BasicBlock", "resnet18", "resnet34", "sdnet18", "sdnet34", "sdnet18_all", "sdnet34_all"]
 
 STAGES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -62,11 +64,9 @@ class ResNet(nn.Module):
         super().__init__()
         if depth not in STAGES:
             raise ValueError(f"depth must be 18 or 34, got {depth!r}")
-        if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
+        check_choice(stem, "stem", ("cifar", "imagenet"))
         for name, value in (("n_classes", n_classes), ("in_channels", in_channels), ("width", width)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            positive_int(value, name)
         if stem == "cifar":
             layers = [stem_conv(in_channels, width, 3, stride=1, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
         else:

@@ -20,8 +20,9 @@ import torch
 import torch.nn as nn
 
 from ..core.validation import nonneg_int, positive_int
-from .unfolded import (CONV, CONV_MODULE, CONV_T, UnfoldedCSCLayer, check_dim, check_input, check_method, checked_step,
-                       conv_operator_norm, dilate_kernel, init_weight, odd_kernel, proximal_steps, threshold_param)
+from .unfolded import (CONV, CONV_MODULE, CONV_T, UnfoldedCSCLayer, check_dilations, check_dim, check_input,
+                       check_method, checked_step, conv_operator_norm, dilate_kernel, init_weight, odd_kernel,
+                       proximal_steps, threshold_param)
 
 __all__ = ["conv_operator_norm", "dilate_kernel", "UnfoldedCSCLayer", "ResCSCBlock", "ResidualBlock",
            "MSDCSCBlock", "DenseBlock"]
@@ -178,9 +179,7 @@ class MSDCSCBlock(nn.Module):
         super().__init__()
         self.in_channels, self.growth = positive_int(in_channels, "in_channels"), positive_int(growth, "growth")
         self.kernel_size, self.dim = odd_kernel(kernel_size), check_dim(dim)
-        if not isinstance(dilations, (tuple, list)) or not dilations:
-            raise TypeError(f"dilations must be a non-empty tuple of ints, got {dilations!r}")
-        self.dilations = tuple(positive_int(r, "dilations") for r in dilations)
+        self.dilations = check_dilations(dilations)
         self.n_unfold, self.method = nonneg_int(n_unfold, "n_unfold"), check_method(method)
         taps = (self.kernel_size,) * self.dim
         self.weights = nn.ParameterList(
@@ -254,9 +253,7 @@ class DenseBlock(nn.Module):
         super().__init__()
         self.in_channels, self.growth = positive_int(in_channels, "in_channels"), positive_int(growth, "growth")
         k, self.dim = odd_kernel(kernel_size), check_dim(dim)
-        if not isinstance(dilations, (tuple, list)) or not dilations:
-            raise TypeError(f"dilations must be a non-empty tuple of ints, got {dilations!r}")
-        rates = tuple(positive_int(r, "dilations") for r in dilations)
+        rates = check_dilations(dilations)
         conv = CONV_MODULE[self.dim]
         self.convs = nn.ModuleList(conv(self.in_channels + i * self.growth, self.growth, k, padding=r * (k - 1) // 2,
                                         dilation=r) for i, r in enumerate(rates))

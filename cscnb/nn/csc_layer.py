@@ -61,7 +61,7 @@ import torch
 import torch.nn as nn
 
 from ..core.dictionary import ConvDictionary
-from ..core.validation import pair, positive_int
+from ..core.validation import check_bool, check_choice, nonneg_number, pair, positive_int, positive_number
 from ..solvers.proximal_gradient import fista_steps
 from .csc_ops import SYNTHESES, FusedProxGrad, PowerIterationStep, code_shape, fastest_synthesis
 
@@ -71,14 +71,6 @@ BACKWARDS = ("unroll", "implicit")
 #: relative safety margin on the warm-started power-iteration estimate ‖AᵀA v‖ of ‖A‖² (see module docstring)
 STEP_MARGIN = 0.1
 _ATOM_EPS = 1e-12
-
-
-def _nonneg_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
-    return float(value)
 
 
 def _lam_values(lam, n_channels: int, per_channel: bool) -> torch.Tensor:
@@ -110,15 +102,13 @@ def unit_norm_atoms(weight: torch.Tensor) -> torch.Tensor:
 
 
 def _check_synthesis(synthesis) -> str:
-    if synthesis not in ("auto", *SYNTHESES):
-        raise ValueError(f"synthesis must be 'auto' or one of {SYNTHESES}, got {synthesis!r}")
-    return synthesis
+    return check_choice(synthesis, "synthesis", ("auto", *SYNTHESES))
 
 
 def _checked_lam(lam, x: torch.Tensor, n_atoms: int) -> torch.Tensor:
     """λ as a tensor in x's dtype, checked once per forward pass (one device sync, not one per step)."""
     if not isinstance(lam, torch.Tensor):
-        return torch.tensor(_nonneg_number(lam, "lam"), dtype=x.dtype, device=x.device)
+        return torch.tensor(nonneg_number(lam, "lam"), dtype=x.dtype, device=x.device)
     if not lam.is_floating_point():
         raise TypeError(f"lam must be a floating-point tensor, got dtype {lam.dtype}")
     if lam.ndim == 1 and lam.shape[0] != n_atoms:
@@ -228,13 +218,11 @@ def csc_code(x: torch.Tensor, weight: torch.Tensor, lam, *, mu: float = 0.0, ste
     :class:`cscnb.nn.csc_ops.FusedProxGrad`. Implements chapter 12, ``eq-ch12-fista``, ``eq-ch12-fused``
     and ``eq-ch12-implicit``.
     """
-    if backward not in BACKWARDS:
-        raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+    check_choice(backward, "backward", BACKWARDS)
     _check_synthesis(synthesis)
     n_iter = positive_int(n_iter, "n_iter")
-    if isinstance(step, bool) or not isinstance(step, Real) or not (step > 0 and math.isfinite(step)):
-        raise ValueError(f"step must be a positive finite number, got {step!r}")
-    mu = _nonneg_number(mu, "mu")
+    step = positive_number(step, "step")
+    mu = nonneg_number(mu, "mu")
     stride, padding = pair(stride, "stride", 1), pair(padding, "padding", 0)
     lam = _checked_lam(lam, x, weight.shape[0])
     if backward == "implicit":
@@ -272,18 +260,12 @@ class CSCLayer(nn.Module):
             raise ValueError(f"dilation must be 1 for a CSCLayer, got {dilation}")
         if groups != 1:
             raise ValueError(f"groups must be 1 for a CSCLayer, got {groups}")
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
-        if bias:
+        if check_bool(bias, "bias"):
             raise ValueError("bias must be False: a CSCLayer's bias is -step*lam (set lam instead)")
         self.n_iter = positive_int(n_iter, "n_iter")
-        self.mu = _nonneg_number(mu, "mu")
-        if not isinstance(nonneg, bool):
-            raise TypeError(f"nonneg must be a bool, got {type(nonneg).__name__}")
-        self.nonneg = nonneg
-        if backward not in BACKWARDS:
-            raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
-        self.backward = backward
+        self.mu = nonneg_number(mu, "mu")
+        self.nonneg = check_bool(nonneg, "nonneg")
+        self.backward = check_choice(backward, "backward", BACKWARDS)
         self.synthesis = _check_synthesis(synthesis)
         self.per_channel_lam = bool(per_channel_lam)
         self.learnable_lam = bool(learnable_lam)

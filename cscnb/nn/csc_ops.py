@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.dictionary import conv_code_size
+from ..core.validation import check_choice, positive_int
 
 __all__ = ["SYNTHESES", "code_shape", "flipped_available", "synthesis_operator", "fastest_synthesis", "synchronize",
            "FusedProxGrad", "PowerIterationStep"]
@@ -62,8 +63,7 @@ def synthesis_operator(weight: torch.Tensor, stride, padding, signal_size, kind:
     """
     stride, padding = tuple(stride), tuple(padding)
     kernel = tuple(weight.shape[2:])
-    if kind not in SYNTHESES:
-        raise ValueError(f"kind must be one of {SYNTHESES}, got {kind!r}")
+    check_choice(kind, "kind", SYNTHESES)
     if kind == "conv2d":
         if not flipped_available(kernel, stride, padding):
             raise ValueError(f"kind='conv2d' needs stride 1 and padding <= kernel_size - 1, got stride={stride}, "
@@ -182,9 +182,7 @@ class PowerIterationStep(nn.Module):
 
     def __init__(self, steady_iters: int, margin: float):
         super().__init__()
-        if steady_iters < 1:
-            raise ValueError(f"steady_iters must be a positive int, got {steady_iters}")
-        self.steady_iters = steady_iters
+        self.steady_iters = positive_int(steady_iters, "steady_iters")
         self.margin = margin
         self.register_buffer("vector", torch.zeros(0), persistent=False)
         self.register_buffer("rayleigh", torch.zeros(()), persistent=False)

@@ -17,9 +17,8 @@ soft threshold, ReLU with bias :math:`-\theta` (non-negative codes), hard thresh
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Real
 from typing import Sequence
 
 import torch
@@ -27,7 +26,7 @@ import torch.nn as nn
 
 from ..core.dictionary import LinearDictionary
 from ..core.prox import hard_threshold, nonneg_soft_threshold, soft_threshold
-from ..core.validation import check_threshold
+from ..core.validation import check_choice, check_number, check_threshold, nonneg_number, positive_int, positive_number
 from ..data.planted import PlantedCodes, planted_sparse_codes
 from ..theory.bounds import generalized_coherence_weights
 
@@ -59,11 +58,8 @@ def firm_threshold(u: torch.Tensor, t, gamma: float = 2.0) -> torch.Tensor:
 
 
 def _check_gamma(gamma) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, Real):
-        raise TypeError(f"firm_gamma must be a number > 1, got {type(gamma).__name__}")
-    if not (gamma > 1 and math.isfinite(gamma)):
-        raise ValueError(f"firm_gamma must be a finite number > 1 (gamma = 1 is the hard threshold), got {gamma}")
-    return float(gamma)
+    return check_number(gamma, "firm_gamma", minimum=1, open_minimum=True,
+                        expected="a finite number > 1 (gamma = 1 is the hard threshold)")
 
 
 def activation_fn(name: str, firm_gamma: float = 2.0):
@@ -73,8 +69,7 @@ def activation_fn(name: str, firm_gamma: float = 2.0):
     ``"hard"``: :math:`u\,\mathbb 1[|u| > \theta]`; ``"firm"``: :func:`firm_threshold`. Chapter 10,
     ``eq-ch10-activations``.
     """
-    if not isinstance(name, str) or name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+    check_choice(name, "activation", ACTIVATIONS)
     if name == "firm":
         gamma = _check_gamma(firm_gamma)
         return lambda u, t: firm_threshold(u, t, gamma)
@@ -91,10 +86,7 @@ class UnrolledConfig:
     firm_gamma: float = 2.0                                  # γ of the firm threshold (activation="firm")
 
     def __post_init__(self):
-        if isinstance(self.n_layers, bool) or not isinstance(self.n_layers, Integral):
-            raise TypeError(f"n_layers must be a positive int, got {type(self.n_layers).__name__}")
-        if self.n_layers <= 0:
-            raise ValueError(f"n_layers must be a positive int, got {self.n_layers}")
+        positive_int(self.n_layers, "n_layers")
         activation_fn(self.activation, self.firm_gamma)  # validates both
 
     def initial_thresholds(self) -> torch.Tensor:
@@ -240,8 +232,7 @@ class ALISTA(_UnrolledSolver):
     def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig, encoder: torch.Tensor | None = None,
                  step: float = 1.0):
         super().__init__(dictionary, config)
-        if isinstance(step, bool) or not isinstance(step, Real) or not (step > 0 and math.isfinite(step)):
-            raise ValueError(f"step must be a positive finite number, got {step!r}")
+        step = positive_number(step, "step")
         W = generalized_coherence_weights(self.dictionary_weight) if encoder is None else \
             _initial_encoder(encoder, self.dictionary_weight)
         self.register_buffer("encoder", W)
@@ -258,12 +249,8 @@ def theorem_thresholds(mu_tilde: float, sparsity: int, bound: float, n_layers: i
     and :math:`\|z^\star\|_\infty \le B`, which is what the proof needs. Returns a float64 tensor ``(n_layers,)``.
     Chapter 10, ``eq-ch10-theorem-thresholds``.
     """
-    for value, name in ((mu_tilde, "mu_tilde"), (bound, "bound")):
-        if isinstance(value, bool) or not isinstance(value, Real) or not (value >= 0 and math.isfinite(value)):
-            raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
-    for value, name in ((sparsity, "sparsity"), (n_layers, "n_layers")):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    mu_tilde, bound = nonneg_number(mu_tilde, "mu_tilde"), nonneg_number(bound, "bound")
+    sparsity, n_layers = positive_int(sparsity, "sparsity"), positive_int(n_layers, "n_layers")
     ratio = (2 * sparsity - 1) * mu_tilde
     k = torch.arange(n_layers, dtype=torch.float64)
     return mu_tilde * sparsity * bound * ratio ** k   # float64; a model casts it to its own dtype
@@ -284,8 +271,10 @@ def empirical_rate(errors: torch.Tensor, floor: float = 1e-12) -> float:
     r"""Least-squares slope :math:`\hat c` of :math:`\log e_k \approx a - \hat c\,k` over layers with :math:`e_k > `
     ``floor`` (``errors`` is 1-D, entry k after k layers): the empirical linear rate of chapter 10,
     ``eq-ch10-empirical-rate``."""
-    if not isinstance(errors, torch.Tensor) or errors.ndim != 1:
-        raise ValueError("errors must be a 1-D tensor (one error per layer)")
+    if not isinstance(errors, torch.Tensor):
+        raise TypeError(f"errors must be a 1-D torch.Tensor (one error per layer), got {type(errors).__name__}")
+    if errors.ndim != 1:
+        raise ValueError(f"errors must be a 1-D tensor (one error per layer), got shape {tuple(errors.shape)}")
     k = torch.arange(errors.shape[0], dtype=torch.float64)
     keep = errors.double() > floor
     if int(keep.sum()) < 2:
@@ -329,11 +318,8 @@ def fit_unrolled(model: _UnrolledSolver, config: FitConfig) -> FitResult:
     if not isinstance(config, FitConfig):
         raise TypeError(f"config must be a FitConfig, got {type(config).__name__}")
     for name in ("n_train", "steps", "batch_size"):
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, Integral) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
-        raise ValueError(f"lr must be a positive finite number, got {config.lr}")
+        positive_int(getattr(config, name), name)
+    positive_number(config.lr, "lr")
     if model.config.activation == "relu" and not config.nonneg:
         raise ValueError("activation='relu' needs FitConfig(nonneg=True): a ReLU network only outputs codes >= 0")
     dictionary = LinearDictionary(model.dictionary_weight)
@@ -368,6 +354,5 @@ def hopfield_energy(query: torch.Tensor, patterns: torch.Tensor, beta: float) ->
     if query.ndim != 2 or patterns.ndim != 2 or query.shape[1] != patterns.shape[1]:
         raise ValueError(f"query must be (B, d) and patterns (m, d) with the same d, got {tuple(query.shape)} "
                          f"and {tuple(patterns.shape)}")
-    if isinstance(beta, bool) or not isinstance(beta, Real) or not (beta > 0 and math.isfinite(beta)):
-        raise ValueError(f"beta must be a positive finite number, got {beta!r}")
+    beta = positive_number(beta, "beta")
     return 0.5 * query.square().sum(dim=1) - torch.logsumexp(beta * query @ patterns.T, dim=1) / beta

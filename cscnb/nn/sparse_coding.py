@@ -30,17 +30,9 @@ import torch.nn as nn
 
 from ..core.dictionary import ConvDictionary, LinearDictionary
 from ..core.prox import nonneg_soft_threshold
-from ..core.validation import pair, positive_int
+from ..core.validation import check_choice, pair, positive_int, positive_number
 
 __all__ = ["SparseCodingConv2d", "SparseCodingLinear"]
-
-
-def _check_step(step) -> float:
-    if isinstance(step, bool) or not isinstance(step, Real):
-        raise TypeError(f"step must be a positive number, got {type(step).__name__}")
-    if not (step > 0 and math.isfinite(step)):
-        raise ValueError(f"step must be a positive finite number, got {step}")
-    return float(step)
 
 
 def _threshold_tensor(threshold, n_atoms: int) -> torch.Tensor:
@@ -92,10 +84,8 @@ class SparseCodingConv2d(nn.Module):
         self.padding = pair(padding, "padding", 0)
         self.dilation = pair(dilation, "dilation", 1)
         self.n_iter = positive_int(n_iter, "n_iter")
-        self.step = _check_step(step)
-        if padding_mode not in ("zeros", "circular"):
-            raise ValueError(f"padding_mode must be 'zeros' or 'circular', got {padding_mode!r}")
-        self.padding_mode = padding_mode
+        self.step = positive_number(step, "step")
+        self.padding_mode = check_choice(padding_mode, "padding_mode", ("zeros", "circular"))
         self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, *self.kernel_size))
         # the same initialization as nn.Conv2d, so the layer is a drop-in replacement when trained
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
@@ -154,7 +144,7 @@ class SparseCodingConv2d(nn.Module):
             raise ValueError(f"conv has groups={conv.groups}; only groups=1 is a single dictionary")
         if isinstance(conv.padding, str):
             raise ValueError(f"conv has padding={conv.padding!r}; give explicit integer padding")
-        step = _check_step(step)
+        step = positive_number(step, "step")
         w = conv.weight.detach()
         layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
                     dilation=conv.dilation, n_iter=n_iter, step=step, padding_mode=conv.padding_mode)
@@ -184,7 +174,7 @@ class SparseCodingLinear(nn.Module):
         self.in_features = positive_int(in_features, "in_features")
         self.out_features = positive_int(out_features, "out_features")
         self.n_iter = positive_int(n_iter, "n_iter")
-        self.step = _check_step(step)
+        self.step = positive_number(step, "step")
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # as nn.Linear
         self.threshold_param = nn.Parameter(_threshold_tensor(threshold, self.out_features))
@@ -231,7 +221,7 @@ class SparseCodingLinear(nn.Module):
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
-        step = _check_step(step)
+        step = positive_number(step, "step")
         w = linear.weight.detach()
         layer = cls(linear.in_features, linear.out_features, n_iter=n_iter, step=step).to(device=w.device, dtype=w.dtype)
         with torch.no_grad():

@@ -15,11 +15,12 @@ strategy below does to the sparsity–accuracy trade-off:
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ..core.validation import check_number, nonneg_int, nonneg_number, positive_int, positive_number
 
 __all__ = ["zero_fraction", "hoyer_sparsity", "collect_activations", "feature_sparsity", "l1_activation_penalty",
            "hoyer_square_penalty", "ShiftedReLU", "TopKReLU", "replace_relus", "linear_warmup",
@@ -34,14 +35,6 @@ def _check_tensor(a, name: str = "a") -> torch.Tensor:
     if a.ndim < 1 or a.numel() == 0:
         raise ValueError(f"{name} must be a non-empty tensor with a batch dimension, got shape {tuple(a.shape)}")
     return a
-
-
-def _check_nonneg_number(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
-    return float(value)
 
 
 def zero_fraction(a: torch.Tensor) -> float:
@@ -172,7 +165,7 @@ class ShiftedReLU(nn.Module):
 
     def __init__(self, threshold: float):
         super().__init__()
-        self.threshold = _check_nonneg_number(threshold, "threshold")
+        self.threshold = nonneg_number(threshold, "threshold")
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return torch.relu(u - self.threshold)
@@ -192,10 +185,7 @@ class TopKReLU(nn.Module):
 
     def __init__(self, fraction: float):
         super().__init__()
-        fraction = _check_nonneg_number(fraction, "fraction")
-        if not 0 < fraction <= 1:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        self.fraction = fraction
+        self.fraction = check_number(fraction, "fraction", minimum=0, maximum=1, open_minimum=True)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         flat = torch.relu(u).flatten(1)
@@ -239,10 +229,8 @@ def linear_warmup(step: int, warmup_steps: int, strength: float) -> float:
     Ramping λ up lets the network first fit the data with dense features before the penalty prunes
     them; ``warmup_steps = 0`` means the full weight from the start.
     """
-    for name, value in (("step", step), ("warmup_steps", warmup_steps)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-    strength = _check_nonneg_number(strength, "strength")
+    step, warmup_steps = nonneg_int(step, "step"), nonneg_int(warmup_steps, "warmup_steps")
+    strength = nonneg_number(strength, "strength")
     return strength if warmup_steps == 0 else strength * min(1.0, step / warmup_steps)
 
 
@@ -264,17 +252,11 @@ def fit_sparse_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     """
     if penalty is not None and penalty not in PENALTIES:
         raise ValueError(f"penalty must be None or one of {sorted(PENALTIES)}, got {penalty!r}")
-    strength = _check_nonneg_number(strength, "strength")
-    warmup_fraction = _check_nonneg_number(warmup_fraction, "warmup_fraction")
-    if warmup_fraction > 1:
-        raise ValueError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not (isinstance(lr, Real) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    strength = nonneg_number(strength, "strength")
+    warmup_fraction = check_number(warmup_fraction, "warmup_fraction", minimum=0, maximum=1)
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    seed = nonneg_int(seed, "seed")
+    lr = positive_number(lr, "lr")
     _check_tensor(x, "x")
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")

@@ -8,13 +8,12 @@ public names.
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.validation import nonneg_int, positive_int
+from ..core.validation import check_choice, check_int, nonneg_int, nonneg_number, positive_int, positive_number
 
 __all__ = ["conv_operator_norm", "dilate_kernel", "UnfoldedCSCLayer"]
 
@@ -25,9 +24,7 @@ CONV_MODULE = {1: nn.Conv1d, 2: nn.Conv2d}
 
 
 def check_dim(dim) -> int:
-    if dim not in (1, 2) or isinstance(dim, bool):
-        raise ValueError(f"dim must be 1 (signals) or 2 (images), got {dim!r}")
-    return int(dim)
+    return check_int(dim, "dim", minimum=1, maximum=2, expected="1 (signals) or 2 (images)")
 
 
 def odd_kernel(kernel_size) -> int:
@@ -38,9 +35,26 @@ def odd_kernel(kernel_size) -> int:
 
 
 def check_method(method) -> str:
-    if method not in ("ista", "fista"):
-        raise ValueError(f"method must be 'ista' or 'fista', got {method!r}")
-    return method
+    return check_choice(method, "method", ("ista", "fista"))
+
+
+def check_dilations(dilations) -> tuple:
+    """A non-empty tuple or list of dilation rates (positive ints), as a tuple."""
+    if not isinstance(dilations, (tuple, list)):
+        raise TypeError(f"dilations must be a non-empty tuple of ints, got {dilations!r}")
+    if not dilations:
+        raise ValueError("dilations must be a non-empty tuple of ints, got an empty one")
+    return tuple(positive_int(r, "dilations") for r in dilations)
+
+
+def check_conv_weight(weight, name: str = "weight") -> torch.Tensor:
+    """A 1-D or 2-D convolution weight: a tensor of shape (C_out, C_in, k) or (C_out, C_in, kh, kw)."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (C_out, C_in, k) or (C_out, C_in, kh, kw), "
+                        f"got {type(weight).__name__}")
+    if weight.ndim not in (3, 4):
+        raise ValueError(f"{name} must have shape (C_out, C_in, k) or (C_out, C_in, kh, kw), got {tuple(weight.shape)}")
+    return weight
 
 
 def init_weight(shape) -> nn.Parameter:
@@ -51,11 +65,7 @@ def init_weight(shape) -> nn.Parameter:
 
 
 def threshold_param(threshold, n: int) -> nn.Parameter:
-    if isinstance(threshold, bool) or not isinstance(threshold, Real):
-        raise TypeError(f"threshold must be a non-negative number, got {type(threshold).__name__}")
-    if not (threshold >= 0 and math.isfinite(threshold)):
-        raise ValueError(f"threshold must be finite and non-negative, got {threshold}")
-    return nn.Parameter(torch.full((n,), float(threshold)))
+    return nn.Parameter(torch.full((n,), nonneg_number(threshold, "threshold")))
 
 
 def check_input(x, channels: int, dim: int, name: str = "x") -> None:
@@ -75,8 +85,7 @@ def conv_operator_norm(weight: torch.Tensor, dilation: int = 1, grid: int = 64) 
     ``grid``-point DFT (a ``C_out × C_in`` matrix per frequency). Used for the step bounds
     ``eq-ch7-step-bound`` (chapter 7) and ``eq-ch8-step-bound`` (chapter 8).
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim not in (3, 4):
-        raise TypeError("weight must be a tensor of shape (C_out, C_in, k) or (C_out, C_in, k, k)")
+    check_conv_weight(weight)
     dilation = positive_int(dilation, "dilation")
     grid = positive_int(grid, "grid")
     dim = weight.ndim - 2
@@ -97,8 +106,7 @@ def dilate_kernel(weight: torch.Tensor, rate: int) -> torch.Tensor:
     :math:`\tilde w[r j] = w[j]` and :math:`\tilde w = 0` elsewhere, so
     ``conv(x, w, dilation=r) == conv(x, dilate_kernel(w, r))`` (chapter 8, theorem ``thm-ch8-dilation``).
     """
-    if not isinstance(weight, torch.Tensor) or weight.ndim not in (3, 4):
-        raise TypeError("weight must be a tensor of shape (C_out, C_in, k) or (C_out, C_in, kh, kw)")
+    check_conv_weight(weight)
     rate = positive_int(rate, "rate")
     spatial = weight.shape[2:]
     out = weight.new_zeros(*weight.shape[:2], *(rate * (k - 1) + 1 for k in spatial))
@@ -177,10 +185,7 @@ class UnfoldedCSCLayer(nn.Module):
 def checked_step(step, bound: float) -> float:
     if step is None:
         return 0.9 * bound
-    if isinstance(step, bool) or not isinstance(step, Real):
-        raise TypeError(f"step must be a positive number or None, got {type(step).__name__}")
-    if not (step > 0 and math.isfinite(step)):
-        raise ValueError(f"step must be positive and finite, got {step}")
+    step = positive_number(step, "step")
     if step > bound * (1 + 1e-9):  # tolerance: the bound itself is computed in floating point
         raise ValueError(f"step={step:.4g} exceeds its convergence bound {bound:.4g} for these weights")
     return float(step)

@@ -8,9 +8,9 @@ throughput (``eq-ch14-walltime``).
 """
 from __future__ import annotations
 
-import math
-
 import torch
+
+from ..core.validation import nonneg_int, nonneg_number, positive_int, positive_number
 
 __all__ = ["csc_layer_macs", "training_flops", "training_hours"]
 
@@ -22,11 +22,7 @@ def csc_layer_macs(conv_macs: int, n_iter: int) -> int:
     :math:`A^\top(Ay_k)` per further step) and :math:`K - 1` syntheses :math:`Ay_k`, each costing the
     :math:`M` MACs of the ``Conv2d`` it replaces.
     """
-    for name, value in (("conv_macs", conv_macs), ("n_iter", n_iter)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if conv_macs < 0 or n_iter < 1:
-        raise ValueError(f"need conv_macs >= 0 and n_iter >= 1, got {conv_macs} and {n_iter}")
+    conv_macs, n_iter = nonneg_int(conv_macs, "conv_macs"), positive_int(n_iter, "n_iter")
     return (2 * n_iter - 1) * conv_macs
 
 
@@ -93,9 +89,9 @@ def training_hours(train_step_flops: float, forward_flops: float, *, train_image
     values = dict(train_step_flops=train_step_flops, forward_flops=forward_flops, train_images=train_images,
                   test_images=test_images, epochs=epochs, flops_per_second=flops_per_second)
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    if flops_per_second == 0:
-        raise ValueError("flops_per_second must be > 0")
+        if name == "flops_per_second":
+            positive_number(value, name)
+        else:
+            nonneg_number(value, name)
     total = epochs * (train_images * train_step_flops + test_images * forward_flops)
     return total / flops_per_second / 3600.0

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.validation import positive_int
 from ..nn.csc_ops import SYNTHESES, flipped_available, synchronize, synthesis_operator
 
 __all__ = ["interleaved_medians", "interleaved_times", "forward_call", "forward_backward_call", "csc_layer_floor", "step_size_share",
@@ -45,8 +46,7 @@ def interleaved_times(calls: dict, repeats: int = 7, device="cpu") -> dict:
     """
     if not calls:
         raise ValueError("calls must name at least one callable")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    repeats = positive_int(repeats, "repeats")
     times = {name: [] for name in calls}
     for call in calls.values():
         call()
@@ -86,8 +86,7 @@ def forward_backward_call(fn, inputs, params=()):
 
 def csc_layer_floor(t_analysis: float, t_synthesis: float, n_iter: int) -> float:
     r""":math:`K t_a + (K - 1) t_s`: the time of the convolutions alone in :math:`K` CSC steps (chapter 12, ``eq-ch12-floor``)."""
-    if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
-        raise ValueError(f"n_iter must be a positive int, got {n_iter!r}")
+    n_iter = positive_int(n_iter, "n_iter")
     return n_iter * t_analysis + (n_iter - 1) * t_synthesis
 
 

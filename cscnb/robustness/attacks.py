@@ -15,11 +15,12 @@ gradients are not touched). The default loss is the cross-entropy summed over th
 """
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
+from numbers import Real
 
 import torch
 import torch.nn.functional as F
+
+from ..core.validation import check_choice, nonneg_number, positive_int
 
 __all__ = ["fgsm", "pgd", "steepest_ascent_direction", "project_to_ball"]
 
@@ -27,17 +28,7 @@ _NORMS = ("linf", "l2")
 
 
 def _check_norm(norm) -> str:
-    if norm not in _NORMS:
-        raise ValueError(f"norm must be one of {_NORMS}, got {norm!r}")
-    return norm
-
-
-def _check_radius(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__}")
-    if not (value >= 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a non-negative finite number, got {value}")
-    return float(value)
+    return check_choice(norm, "norm", _NORMS)
 
 
 def _check_inputs(model, x, y) -> None:
@@ -86,7 +77,7 @@ def project_to_ball(delta: torch.Tensor, eps: float, norm: str = "linf") -> torc
     ℓ∞: clamp every entry to :math:`[-\varepsilon, \varepsilon]`; ℓ2: rescale by
     :math:`\min(1, \varepsilon/\|\delta\|_2)`. The projection step of PGD, chapter 13, ``eq-ch13-pgd``.
     """
-    eps = _check_radius(eps, "eps")
+    eps = nonneg_number(eps, "eps")
     if _check_norm(norm) == "linf":
         return delta.clamp(-eps, eps)
     scale = (eps / _per_sample_l2(delta).clamp_min(torch.finfo(delta.dtype).tiny)).clamp(max=1.0)
@@ -127,7 +118,7 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "li
     ``loss_fn(output, y)`` must return a scalar; the default is the summed cross-entropy. Returns a detached tensor.
     """
     _check_inputs(model, x, y)
-    eps = _check_radius(eps, "eps")
+    eps = nonneg_number(eps, "eps")
     norm = _check_norm(norm)
     bounds = _check_bounds(bounds)
     loss_fn = _default_loss if loss_fn is None else loss_fn
@@ -159,12 +150,9 @@ def pgd(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, step_size: float
     linear model it reaches the closed-form worst case of ``thm-ch13-worst-case``. Returns a detached tensor.
     """
     _check_inputs(model, x, y)
-    eps = _check_radius(eps, "eps")
-    step_size = _check_radius(step_size, "step_size")
-    if isinstance(n_steps, bool) or not isinstance(n_steps, Integral):
-        raise TypeError(f"n_steps must be a positive int, got {type(n_steps).__name__}")
-    if n_steps < 1:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps}")
+    eps = nonneg_number(eps, "eps")
+    step_size = nonneg_number(step_size, "step_size")
+    n_steps = positive_int(n_steps, "n_steps")
     norm = _check_norm(norm)
     bounds = _check_bounds(bounds)
     if generator is not None and not isinstance(generator, torch.Generator):

@@ -23,9 +23,9 @@ seed, the same input gives the same corruption.
 """
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import torch
+
+from ..core.validation import check_int, check_number, nonneg_number
 
 __all__ = ["CIFAR10C_PARAMETERS", "CORRUPTIONS", "corruption_parameter", "corrupt", "gaussian_noise", "shot_noise",
            "impulse_noise", "speckle_noise"]
@@ -58,16 +58,6 @@ def _check_generator(generator, x: torch.Tensor) -> None:
         raise ValueError(f"generator is on {generator.device} but x is on {x.device}; create it on x's device")
 
 
-def _check_parameter(value, name: str, *, upper=None) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not (value >= 0 and value < float("inf")) or (upper is not None and value > upper):
-        bound = f"[0, {upper}]" if upper is not None else "[0, inf)"
-        raise ValueError(f"{name} must be in {bound}, got {value}")
-    return value
-
-
 def corruption_parameter(name: str, severity: int) -> float:
     r"""The published CIFAR-10-C parameter :math:`\theta_{\text{name}}(k)` of corruption ``name`` at severity :math:`k \in \{1, \dots, 5\}`.
 
@@ -78,11 +68,8 @@ def corruption_parameter(name: str, severity: int) -> float:
         raise TypeError(f"name must be a str, got {type(name).__name__}")
     if name not in CIFAR10C_PARAMETERS:
         raise ValueError(f"unknown corruption name {name!r}; choose one of {CORRUPTIONS}")
-    if isinstance(severity, bool) or not isinstance(severity, Integral):
-        raise TypeError(f"severity must be an int in 1..5, got {type(severity).__name__}")
-    if not 1 <= severity <= 5:
-        raise ValueError(f"severity must be in 1..5, got {severity}")
-    return CIFAR10C_PARAMETERS[name][int(severity) - 1]
+    severity = check_int(severity, "severity", minimum=1, maximum=5)
+    return CIFAR10C_PARAMETERS[name][severity - 1]
 
 
 def gaussian_noise(x: torch.Tensor, sigma: float, *, generator=None) -> torch.Tensor:
@@ -91,7 +78,7 @@ def gaussian_noise(x: torch.Tensor, sigma: float, *, generator=None) -> torch.Te
     The noise model of chapter 13, ``eq-ch13-noise`` (before clipping). ``x`` in :math:`[0, 1]`.
     """
     _check_images(x)
-    sigma = _check_parameter(sigma, "sigma")
+    sigma = nonneg_number(sigma, "sigma")
     _check_generator(generator, x)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return (x + sigma * noise).clamp(0, 1)
@@ -104,7 +91,7 @@ def shot_noise(x: torch.Tensor, photons: float, *, generator=None) -> torch.Tens
     :math:`1/\sqrt{c x}` (fewer photons = more severe). Chapter 13 (noise model ``eq-ch13-noise``). ``x`` in :math:`[0, 1]`.
     """
     _check_images(x)
-    photons = _check_parameter(photons, "photons")
+    photons = nonneg_number(photons, "photons")
     if photons == 0:
         raise ValueError("photons must be positive (c = 0 collects no light)")
     _check_generator(generator, x)
@@ -118,7 +105,7 @@ def impulse_noise(x: torch.Tensor, amount: float, *, generator=None) -> torch.Te
     ``eq-ch13-noise``. ``x`` in :math:`[0, 1]`, ``amount`` :math:`= p \in [0, 1]`.
     """
     _check_images(x)
-    amount = _check_parameter(amount, "amount", upper=1.0)
+    amount = check_number(amount, "amount", minimum=0, maximum=1)
     _check_generator(generator, x)
     flipped = torch.rand(x.shape, generator=generator, device=x.device) < amount
     salt = (torch.rand(x.shape, generator=generator, device=x.device) < 0.5).to(x.dtype)
@@ -132,7 +119,7 @@ def speckle_noise(x: torch.Tensor, sigma: float, *, generator=None) -> torch.Ten
     ``eq-ch13-noise``. ``x`` in :math:`[0, 1]`.
     """
     _check_images(x)
-    sigma = _check_parameter(sigma, "sigma")
+    sigma = nonneg_number(sigma, "sigma")
     _check_generator(generator, x)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return (x + x * sigma * noise).clamp(0, 1)

@@ -31,6 +31,7 @@ import torch
 
 from ..core.dictionary import ConvDictionary
 from ..core.prox import elastic_net_shrink
+from ..core.validation import check_choice
 
 __all__ = ["FourierConvOperator", "fourier_applicable", "prefer_fourier", "use_fourier", "fourier_fista", "DOMAINS"]
 
@@ -54,8 +55,7 @@ def fourier_applicable(dictionary, signal_size) -> bool:
 
 def use_fourier(method: str, domain: str, dictionary, signal_size) -> bool:
     """Whether :func:`cscnb.solve` takes a Fourier path (``domain``, ``method``); raises for impossible requests."""
-    if not isinstance(domain, str) or domain not in DOMAINS:
-        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    check_choice(domain, "domain", DOMAINS)
     if method == "admm_fourier":
         if domain == "spatial":
             raise ValueError("method='admm_fourier' runs in the Fourier domain; domain='spatial' contradicts it")

@@ -19,6 +19,7 @@ import torch
 
 from ..core.dictionary import Dictionary, LinearDictionary
 from ..core.prox import elastic_net_shrink
+from ..core.validation import check_bool, check_choice, nonneg_number, positive_int, positive_number
 from .admm import fourier_admm
 from .fourier import DOMAINS, fourier_fista, use_fourier
 from .restart import restarted_fista
@@ -74,10 +75,7 @@ def _check_inputs(dictionary, x, lam, mu, z0=None):
         if mu.numel() != 1:
             raise ValueError(f"mu must be a non-negative scalar, got a tensor of shape {tuple(mu.shape)}")
         mu = float(mu)
-    if not isinstance(mu, Real) or isinstance(mu, bool):
-        raise TypeError(f"mu must be a non-negative number, got {type(mu).__name__}")
-    if not math.isfinite(mu) or mu < 0:
-        raise ValueError(f"mu must be a finite non-negative number, got {mu}")
+    mu = nonneg_number(mu, "mu")
     if z0 is not None:
         if not isinstance(z0, torch.Tensor):
             raise TypeError(f"z0 must be a torch.Tensor or None, got {type(z0).__name__}")
@@ -85,7 +83,7 @@ def _check_inputs(dictionary, x, lam, mu, z0=None):
             raise ValueError(f"z0 must have the code shape {tuple(code_shape)}, got {tuple(z0.shape)}")
         if not torch.isfinite(z0).all():
             raise ValueError("z0 contains NaN or Inf values")
-    return lam_t, float(mu), code_shape
+    return lam_t, mu, code_shape
 
 
 def _broadcast_lam(lam, dictionary, code_ndim, x):
@@ -110,22 +108,14 @@ def _broadcast_lam(lam, dictionary, code_ndim, x):
 
 
 def _check_iteration_args(method, n_iter, tol):
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_choice(method, "method", METHODS)
     if n_iter is not None:
-        if isinstance(n_iter, bool) or not isinstance(n_iter, int):
-            raise TypeError(f"n_iter must be a positive int or None, got {type(n_iter).__name__}")
-        if n_iter <= 0:
-            raise ValueError(f"n_iter must be a positive int, got {n_iter}")
-    if isinstance(tol, bool) or not isinstance(tol, Real):
-        raise TypeError(f"tol must be a positive number, got {type(tol).__name__}")
-    if not tol > 0 or not math.isfinite(tol):
-        raise ValueError(f"tol must be a positive finite number, got {tol}")
+        positive_int(n_iter, "n_iter")
+    positive_number(tol, "tol")
 
 
 def _check_fast_options(method, dictionary, history, polish, iterate_dtype, fourier=False):
-    if not isinstance(polish, bool):
-        raise TypeError(f"polish must be a bool, got {type(polish).__name__}")
+    check_bool(polish, "polish")
     if iterate_dtype is not None and not (isinstance(iterate_dtype, torch.dtype) and iterate_dtype.is_floating_point):
         raise TypeError(f"iterate_dtype must be a floating-point torch.dtype or None, got {iterate_dtype!r}")
     if method == "admm_fourier":
@@ -361,10 +351,7 @@ def fista_steps(prox_grad, z0: torch.Tensor, n_steps: int, *, first: torch.Tenso
     reuse the iterates' memory for the momentum (no autograd; ``first`` is then scratch too).
     The last step's momentum is not computed (:math:`y_K` is never used).
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int):
-        raise TypeError(f"n_steps must be a positive int, got {type(n_steps).__name__}")
-    if n_steps <= 0:
-        raise ValueError(f"n_steps must be a positive int, got {n_steps}")
+    n_steps = positive_int(n_steps, "n_steps")
     if overwrite and torch.is_grad_enabled() and (z0.requires_grad or (first is not None and first.requires_grad)):
         raise ValueError("overwrite=True reuses the iterates' memory and cannot be differentiated; "
                          "run it under torch.no_grad()")

@@ -21,6 +21,7 @@ from .bruteforce import (
     sparsest_solutions_bruteforce, worst_stable_code_bruteforce,
 )
 from ..core.dictionary import mutual_coherence
+from ..core.validation import check_choice
 
 __all__ = [
     "mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
@@ -172,11 +173,8 @@ def generalized_coherence_weights(D: torch.Tensor, *, method: str = "analytic") 
     Implements chapter 10, equation ``eq-generalized-coherence``.
     """
     D = _check_matrix(D, "D")
-    if method == "analytic":
-        return _analytic_weights(D)
-    if method == "minimax":
-        return _minimax_weights(D)
-    raise ValueError(f"method must be 'analytic' or 'minimax', got {method!r}")
+    method = check_choice(method, "method", ("analytic", "minimax"))
+    return _analytic_weights(D) if method == "analytic" else _minimax_weights(D)
 
 
 def lista_cp_rate_constant(mu_tilde, s) -> float:

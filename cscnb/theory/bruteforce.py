@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.validation import check_int, nonneg_number, positive_number
+
 __all__ = [
     "spark_bruteforce", "restricted_min_eigenvalue_bruteforce", "sparsest_solutions_bruteforce",
     "BruteForceSolutions", "worst_stable_code_bruteforce", "WorstStableCode",
@@ -88,8 +90,7 @@ def restricted_min_eigenvalue_bruteforce(D: torch.Tensor, k: int, *, return_vect
     Implements chapter 9, equation ``eq-restricted-eigenvalue``.
     """
     D = _check_dictionary(D)
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= D.shape[1]:
-        raise ValueError(f"k must be an integer in [1, n_atoms={D.shape[1]}], got {k!r}")
+    k = check_int(k, "k", minimum=1, maximum=D.shape[1], expected=f"an int in [1, n_atoms={D.shape[1]}]")
     _check_size(D.shape[1], [k], max_subsets, "restricted_min_eigenvalue_bruteforce")
     smallest, vector = math.inf, None
     for supports in _supports(D.shape[1], k):
@@ -127,10 +128,9 @@ def sparsest_solutions_bruteforce(D: torch.Tensor, x: torch.Tensor, max_support:
     if not isinstance(x, torch.Tensor) or x.shape != (D.shape[0],):
         raise ValueError(f"x must be a tensor of shape (n_features={D.shape[0]},), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if isinstance(max_support, bool) or not isinstance(max_support, int) or not 0 <= max_support <= D.shape[1]:
-        raise ValueError(f"max_support must be an integer in [0, n_atoms={D.shape[1]}], got {max_support!r}")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
+    max_support = check_int(max_support, "max_support", minimum=0, maximum=D.shape[1],
+                            expected=f"an int in [0, n_atoms={D.shape[1]}]")
+    tol = positive_number(tol, "tol")
     _check_size(D.shape[1], range(1, max_support + 1), max_subsets, "sparsest_solutions_bruteforce")
     x = x.detach().to(D.dtype)
     threshold = tol * max(1.0, float(x.norm()))
@@ -210,10 +210,9 @@ def worst_stable_code_bruteforce(D: torch.Tensor, x: torch.Tensor, code: torch.T
     for value, name, size in ((x, "x", n_features), (code, "code", n_atoms)):
         if not isinstance(value, torch.Tensor) or value.shape != (size,):
             raise ValueError(f"{name} must be a tensor of shape ({size},)")
-    if not (isinstance(eps, (int, float)) and not isinstance(eps, bool)) or not 0 <= eps < math.inf:
-        raise ValueError(f"eps must be a finite non-negative number, got {eps!r}")
-    if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= min(n_atoms, n_features):
-        raise ValueError(f"s must be an integer in [1, min(n_features, n_atoms)={min(n_atoms, n_features)}], got {s!r}")
+    eps = nonneg_number(eps, "eps")
+    s = check_int(s, "s", minimum=1, maximum=min(n_atoms, n_features),
+                  expected=f"an int in [1, min(n_features, n_atoms)={min(n_atoms, n_features)}]")
     _check_size(n_atoms, [s], max_subsets, "worst_stable_code_bruteforce")
     x, code = x.detach().to(D.dtype), code.detach().to(D.dtype)
     best = WorstStableCode(-math.inf, code.clone(), ())

@@ -14,6 +14,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from ..core.validation import check_choice, nonneg_int, positive_int, positive_number
+
 __all__ = ["TrainConfig", "PRESETS", "preset_config", "build_parser", "config_from_argv"]
 
 DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "imagenet")
@@ -55,23 +57,15 @@ class TrainConfig:
     eval_every: int = 1              # evaluate on the test set every N epochs (and after the last)
 
     def __post_init__(self):
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
-        if self.model not in MODELS:
-            raise ValueError(f"model must be one of {MODELS}, got {self.model!r}")
-        if self.threads < 0:
-            raise ValueError(f"threads must be >= 0, got {self.threads}")
+        check_choice(self.dataset, "dataset", DATASETS)
+        check_choice(self.model, "model", MODELS)
+        nonneg_int(self.threads, "threads")
         for name in ("width", "epochs", "batch_size", "csc_n_iter", "image_size", "num_samples", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
-        if self.amp not in ("off", "bf16", "fp16"):
-            raise ValueError(f"amp must be off, bf16 or fp16, got {self.amp!r}")
+            positive_int(getattr(self, name), name)
+        positive_number(self.lr, "lr")
+        check_choice(self.schedule, "schedule", ("cosine", "step", "constant"))
+        check_choice(self.dtype, "dtype", ("float32", "float64"))
+        check_choice(self.amp, "amp", ("off", "bf16", "fp16"))
         if self.dataset in ("cifar10", "cifar100", "imagenet") and not self.data_dir:
             raise ValueError(f"dataset {self.dataset!r} needs --data-dir (a local folder; nothing is downloaded)")
 
