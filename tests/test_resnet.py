@@ -31,7 +31,7 @@ def count(model):
 @pytest.mark.parametrize("stem", ["cifar", "imagenet"])
 def test_resnet_counts_match_the_reference(depth, stem):
     n_classes = 10 if stem == "cifar" else 1000
-    model = getattr(resnet, f"resnet{depth}")(n_classes=n_classes, stem=stem)
+    model = getattr(resnet, f"resnet{depth}")(num_classes=n_classes, stem=stem)
     assert count(model) == reference_count(depth, n_classes=n_classes, stem=stem)
 
 
@@ -45,9 +45,9 @@ def test_known_resnet_sizes():
 
 def test_shapes_of_both_stems():
     torch.manual_seed(0)
-    small = resnet.resnet18(width=4, n_classes=7)
+    small = resnet.resnet18(width=4, num_classes=7)
     assert small(torch.randn(2, 3, 32, 32)).shape == (2, 7)
-    big = resnet.resnet34(width=4, n_classes=5, stem="imagenet").eval()
+    big = resnet.resnet34(width=4, num_classes=5, stem="imagenet").eval()
     assert big(torch.randn(1, 3, 64, 64)).shape == (1, 5)
     with pytest.raises(ValueError, match="stem"):
         resnet.ResNet(18, stem="tiny")
@@ -79,7 +79,7 @@ def test_sdnet_replaces_the_stem_or_every_3x3_conv(depth):
 
 def test_sdnet_runs_forward_and_backward():
     torch.manual_seed(0)
-    model = resnet.sdnet18(width=4, n_classes=3)
+    model = resnet.sdnet18(width=4, num_classes=3)
     out = model(torch.randn(2, 3, 8, 8))
     out.sum().backward()
     assert out.shape == (2, 3) and _csc_modules(model)[0].weight.grad is not None

@@ -95,7 +95,7 @@ def _conv_weight():
     (lambda: cscnb.CSCLayer(1, 2, 3, n_iter=True), TypeError, "n_iter"),
     (lambda: cscnb.ConvDictionary(_conv_weight(), stride=True), TypeError, "stride"),
     (lambda: cscnb.soft_threshold(torch.ones(2), True), TypeError, "t"),
-    (lambda: cscnb.resnet18(n_classes=True), TypeError, "n_classes"),
+    (lambda: cscnb.resnet18(num_classes=True), TypeError, "num_classes"),
     (lambda: cscnb.NetworkConfig(width=True), TypeError, "width"),
     (lambda: cscnb.TrainConfig(epochs=True), TypeError, "epochs"),
     # a value of the wrong type

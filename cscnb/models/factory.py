@@ -30,7 +30,7 @@ def build_model(config: TrainConfig, data: TrainData) -> nn.Module:
     else:
         if data.dim != 2:
             raise ValueError(f"model {config.model!r} needs images; dataset {config.dataset!r} is 1-D")
-        kwargs = dict(n_classes=data.n_classes, in_channels=data.in_channels, width=config.width,
+        kwargs = dict(num_classes=data.n_classes, in_channels=data.in_channels, width=config.width,
                       stem="imagenet" if config.dataset == "imagenet" else "cifar")
         if config.model.startswith("sdnet"):
             kwargs.update(lam=config.csc_lam, n_iter=config.csc_n_iter)

@@ -57,15 +57,28 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem → four stages of basic blocks (widths w, 2w, 4w, 8w) → global average pooling → linear."""
+    """Stem → four stages of basic blocks (widths w, 2w, 4w, 8w) → global average pooling → linear.
 
-    def __init__(self, depth: int = 18, *, n_classes: int = 10, in_channels: int = 3, width: int = 64,
+    Args:
+        depth: 18 or 34 (basic blocks per stage: 2-2-2-2 or 3-4-6-3).
+        num_classes: outputs of the final linear layer (torchvision's name).
+        in_channels: channels of the input images.
+        width: channels of the first stage (64 in He et al. 2016).
+        stem: ``"cifar"`` (3×3 convolution, stride 1) or ``"imagenet"`` (7×7, stride 2, then max pooling).
+        stem_conv, conv3x3: factories ``(in_channels, out_channels, kernel_size, stride, padding)`` of the stem
+            convolution and of the blocks' 3×3 convolutions (plain ``nn.Conv2d`` without bias, or a CSC layer).
+
+    Shape:
+        input ``(B, in_channels, H, W)``, output ``(B, num_classes)``.
+    """
+
+    def __init__(self, depth: int = 18, *, num_classes: int = 10, in_channels: int = 3, width: int = 64,
                  stem: str = "cifar", stem_conv=_plain_conv, conv3x3=_plain_conv):
         super().__init__()
         if depth not in STAGES:
             raise ValueError(f"depth must be 18 or 34, got {depth!r}")
         check_choice(stem, "stem", ("cifar", "imagenet"))
-        for name, value in (("n_classes", n_classes), ("in_channels", in_channels), ("width", width)):
+        for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width)):
             positive_int(value, name)
         if stem == "cifar":
             layers = [stem_conv(in_channels, width, 3, stride=1, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
@@ -81,10 +94,10 @@ class ResNet(nn.Module):
                 blocks.append(BasicBlock(channels, out_channels, stride, conv3x3))
                 channels = out_channels
         self.blocks = nn.Sequential(*blocks)
-        self.classifier = nn.Linear(channels, n_classes)
+        self.classifier = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits ``(B, n_classes)`` of images ``(B, in_channels, H, W)``."""
+        """Class logits ``(B, num_classes)`` of images ``(B, in_channels, H, W)``."""
         if not isinstance(x, torch.Tensor) or x.ndim != 4:
             raise ValueError(f"x must be a (B, C, H, W) tensor, got {getattr(x, 'shape', type(x))}")
         z = self.blocks(self.stem(x))
