@@ -6,7 +6,7 @@ Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/bench_book.py --fresh-clone   # `make test` in a fresh clone (includes setup)
     .venv/bin/python benchmarks/bench_book.py --skip-chapters # only the `make test` timings
 
-Targets (issue 5): ``make test`` ≤ 15 min on the 2-core development machine (CI's limit is 90 min);
+Targets: ``make test`` ≤ 15 min on the 2-core development machine (CI's limit is 90 min);
 each chapter ≤ 90 s. The steps are timed as separate ``make`` invocations, in the order ``make test``
 runs them, so a failing step is reported with its exit code and the remaining steps still run.
 A fresh clone times what CI times: clone, create ``.venv``, install the lock, then ``make test``.

@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_chapters.py [chapters/NN_*.ipynb ...]
 
-Chapters are executed in memory (the committed files are not touched). Target (design §4): each
+Chapters are executed in memory (the committed files are not touched). Target: each
 chapter ≤ 90 s on a 2-core CPU machine.
 """
 from __future__ import annotations

@@ -9,16 +9,16 @@ Subpackages by role (lower layers never import higher ones):
 
 * ``core`` — dictionaries :math:`D` / :math:`D^\top`, proximal maps, argument checks (used everywhere);
 * ``solvers`` — :func:`solve`: ISTA, FISTA, restarted FISTA with support polish, Fourier-domain FISTA
-  and ADMM for circular convolutions (chapters 1–8, 12–14);
+  and ADMM for circular convolutions (chapters 1–10, 12–14);
 * ``theory`` — coherence, uniqueness and stability bounds, brute-force checks, SymPy helpers
-  (``cscnb.symbolic``, loaded on first use; chapters 1, 2, 6, 8–12, 14);
+  (``cscnb.symbolic``, loaded on first use; chapters 1, 2, 6, 9–12, 14);
 * ``data`` — digits, MNIST-1D, planted sparse codes, CIFAR and ImageNet folders (all local or generated);
 * ``mlcsc`` — multi-layer CSC: the chain, layered and multi-layer pursuits, bounds (chapter 6);
 * ``nn`` — layers that are sparse-coding iterations: one-step layers (chapters 2–4), unfolded
   Res-CSC / MSD-CSC blocks (7–8), LISTA (10), sparse activations (11), SDNet's CSC layer and
   ``convert`` (12–13);
 * ``models`` — whole networks: the hierarchical sparse-coding net (4), the chapters' classifiers (7–8,
-  11–13), ResNet/SDNet (12, 14) and the training model factory;
+  11–13), ResNet/SDNet (14) and the training model factory;
 * ``robustness`` — corruptions and attacks (chapter 13);
 * ``profiling`` — the CSC layer against its cost floor (chapter 12), training cost models (chapter 14);
 * ``train`` — ``python -m cscnb.train``: configs and presets, data batches, the loop, checkpoints,

@@ -1,4 +1,4 @@
-"""Notebook hygiene (design §5): every committed chapter is a clean restart-and-run-all."""
+"""Notebook hygiene: every committed chapter is a clean restart-and-run-all."""
 import json
 import re
 from pathlib import Path

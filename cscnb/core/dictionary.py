@@ -13,8 +13,6 @@ they are exact adjoints: :math:`\langle D z, x\rangle = \langle z, D^\top x\rang
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 import torch.nn.functional as F
 
@@ -25,9 +23,11 @@ __all__ = ["Dictionary", "LinearDictionary", "ConvDictionary", "conv_code_size",
 
 
 def conv_code_size(signal_size, kernel_size, stride, padding, dilation=None) -> tuple:
-    r"""Spatial size of ``conv2d``'s (or ``conv1d``'s) output: :math:`\lfloor (n + 2p - d(k - 1) - 1)/s 
-floor + 1` per axis.
+    r"""Spatial size of ``conv2d``'s (or ``conv1d``'s) output, per axis.
 
+    .. math:: m = \left\lfloor \frac{n + 2p - d(k - 1) - 1}{s} \right\rfloor + 1
+
+    for signal size :math:`n`, padding :math:`p`, dilation :math:`d`, kernel size :math:`k` and stride :math:`s`.
     The code size of a convolutional dictionary (chapter 3, ``eq-conv-analysis``); ``dilation``
     defaults to 1 on every axis.
     """

@@ -1,4 +1,4 @@
-"""CIFAR-10/100 from a local folder in the official binary format, and on-device augmentation (design §6).
+"""CIFAR-10/100 from a local folder in the official binary format, and on-device augmentation.
 
 The binary format (https://www.cs.toronto.edu/~kriz/cifar.html) stores one record per image: the
 label byte(s) followed by 3072 pixel bytes, the red plane, then green, then blue, each 32×32 in
@@ -67,7 +67,7 @@ def load_cifar(data_dir: str, dataset: str = "cifar10", *, fine_labels: bool = T
     """Load CIFAR-10 or CIFAR-100 from ``data_dir`` (binary version) onto ``device`` as uint8.
 
     The whole set (≈ 180 MB) is kept on the device so batches and augmentation never leave it, as
-    the fastest CIFAR trainers do (design §6). ``fine_labels`` picks CIFAR-100's 100 fine classes
+    the fastest CIFAR trainers do. ``fine_labels`` picks CIFAR-100's 100 fine classes
     (else the 20 coarse ones). Used by ``python -m cscnb.train`` presets ``*-cifar10`` / ``*-cifar100``.
     """
     if dataset not in CIFAR_FILES:

@@ -4,8 +4,8 @@
   non-negative convolutional sparse-coding hierarchy + logistic regression = a CNN (chapter 4, 14);
 * :mod:`~cscnb.models.classifiers` — the ML-CSC / Res-CSC / MSD-CSC classifiers and their CNN
   counterparts, with ``fit_classifier`` and ``accuracy`` (chapters 7, 8, 11, 12 and 13);
-* :mod:`~cscnb.models.resnet` — ResNet-18/34 and SDNet-18/34 (CSC-layer stem or every 3×3 convolution;
-  chapters 12 and 14);
+* :mod:`~cscnb.models.resnet` — ResNet-18/34 and SDNet-18/34 (CSC-layer stem or every 3×3 convolution,
+  the layer of chapter 12; chapter 14);
 * :mod:`~cscnb.models.factory` — ``build_model``: a training configuration to a network, for
   ``python -m cscnb.train``.
 """

@@ -1,7 +1,7 @@
 """Sparse coding by proximal gradient: :func:`solve` and the iterations behind it.
 
 * :mod:`~cscnb.solvers.proximal_gradient` — :func:`solve` (ISTA, FISTA and the fast methods below behind one
-  call), the objective, the KKT residual and the FISTA step shared with the CSC layer (chapters 1–8,
+  call), the objective, the KKT residual and the FISTA step shared with the CSC layer (chapters 1–10,
   12–14; ISTA/FISTA and their rates in chapter 5, the step in chapter 12);
 * :mod:`~cscnb.solvers.restart` — restarted FISTA with batch shrinking, a working-set pass and an exact
   support polish (``method="fista_restart"``);

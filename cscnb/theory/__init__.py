@@ -6,7 +6,7 @@
 * :mod:`~cscnb.theory.bruteforce` — exhaustive checks of those bounds on small dictionaries (spark,
   sparsest solutions, worst stable code; chapters 9 and 14);
 * :mod:`~cscnb.theory.symbolic` — SymPy helpers for the derivations (negative log-posteriors, proximal
-  maps by cases, KKT cases; chapters 1, 2, 6, 8, 9, 11 and 12). Not imported here: SymPy is slow to
+  maps by cases, KKT cases; chapters 1, 2, 6, 11 and 12). Not imported here: SymPy is slow to
   load, so ``cscnb.theory.symbolic`` (or ``cscnb.symbolic``) loads it on first use.
 """
 from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_coherence,

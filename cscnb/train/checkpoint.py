@@ -1,4 +1,4 @@
-"""Atomic training checkpoints that resume to the same weights (design §7).
+"""Atomic training checkpoints that resume to the same weights (``python -m cscnb.train --resume``).
 
 A checkpoint holds the model, optimizer and scheduler state, the epoch just finished and the
 random-number-generator states of torch (CPU and every CUDA device), NumPy and Python — all as

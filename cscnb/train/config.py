@@ -1,4 +1,4 @@
-"""Training presets for ``python -m cscnb.train`` (design §7).
+"""Training configurations and presets for ``python -m cscnb.train``.
 
 A :class:`TrainConfig` holds every setting of a run; a preset is a named set of overrides of its
 defaults, and every field can be overridden again on the command line (``--key value``). The GPU

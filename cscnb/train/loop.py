@@ -1,4 +1,4 @@
-"""``python -m cscnb.train --preset NAME [--key value ...]``: train a cscnb model (design §7).
+"""``python -m cscnb.train --preset NAME [--key value ...]``: train a cscnb model.
 
 One process, or several with ``torchrun --nproc_per_node=N -m cscnb.train ...`` (PyTorch DDP,
 initialized from the environment variables torchrun sets; NCCL on CUDA, gloo on CPU). Every epoch
@@ -79,7 +79,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _autocast(config: TrainConfig, device: torch.device):
-    if config.amp == "off" or device.type != "cuda":  # autocast only on CUDA (design §7)
+    if config.amp == "off" or device.type != "cuda":  # autocast only on CUDA; elsewhere --amp is ignored
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
 

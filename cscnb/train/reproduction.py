@@ -73,9 +73,9 @@ _CIFAR10 = "DATA/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin"
 _CIFAR100 = "DATA/cifar-100-binary/{train,test}.bin"
 _IMAGENET = "DATA/imagenet/{train,val}/<class>/*.JPEG"
 
-#: The GPU-scale numbers of Dai et al. 2022 (SDNet). 95.34 % and 78.45 % are the figures quoted in the
-#: issue that asked for this chapter; the ResNet-18 baseline and the ImageNet accuracy could not be
-#: confirmed from a source available here, so they read NOT_STATED instead of a remembered number.
+#: The GPU-scale numbers of Dai et al. 2022 (SDNet). 95.34 % and 78.45 % are the SDNet-18 figures of the
+#: "Pre-trained Models" table in the README of the authors' repository (github.com/Delay-Xili/SDNet), which
+#: states no ResNet-18 baseline; rows without a confirmed figure read NOT_STATED instead of a remembered number.
 TARGETS = (
     ReproductionTarget("sdnet18-cifar10", "dai2022revisiting", "SDNet-18 test accuracy, CIFAR-10", "95.34 %",
                        0.9534, "sdnet18-cifar10",

@@ -1,4 +1,4 @@
-"""The ``results/<run>/`` folder of a training run, written by ``python -m cscnb.train`` (design §7).
+"""The ``results/<run>/`` folder of a training run, written by ``python -m cscnb.train``.
 
 A run folder holds ``config.json`` (the :class:`~cscnb.train.config.TrainConfig`), ``provenance.json``
 (git commit, versions, device, seed, times, host), ``metrics.csv`` (one row per epoch) and, once the
