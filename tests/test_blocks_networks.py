@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 import cscnb
 from cscnb.data import load_mnist1d
-from cscnb.models.classifiers import (DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN,
-                                      accuracy, fit_classifier)
+from cscnb.models.classifiers import (DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet,
+                                      ResNetCNN)
 from cscnb.nn.blocks import MSDCSCBlock, ResCSCBlock, UnfoldedCSCLayer, conv_operator_norm, dilate_kernel
+from cscnb.train import evaluate, fit
 
 DIMS = [(1, (20,)), (2, (7, 7))]
 
@@ -159,17 +160,15 @@ def test_ml_csc_net_without_unfolding_is_a_plain_cnn():
     torch.testing.assert_close(ml(x), plain(x), rtol=0, atol=1e-12)
 
 
-def test_fit_classifier_learns_a_separable_toy_problem():
+def test_fit_trains_a_res_csc_net_on_a_separable_toy_problem():
     torch.set_default_dtype(torch.float32)
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 2, (128,), generator=g)
     x = torch.randn(128, 1, 16, generator=g) * 0.1 + (2 * y.float() - 1).view(-1, 1, 1)
     torch.manual_seed(0)
     net = ResCSCNet(NetworkConfig(dim=1, width=4, n_blocks=1, n_classes=2))
-    losses = fit_classifier(net, x, y, epochs=5, seed=0)
-    assert losses[-1] < losses[0] and accuracy(net, x, y) > 0.9
-    with pytest.raises(ValueError):
-        fit_classifier(net, x, y[:5])
+    losses = fit(net, x, y, epochs=5, seed=0).train_loss
+    assert losses[-1] < losses[0] and evaluate(net, x, y) > 0.9
 
 
 def test_load_mnist1d_shapes_determinism_and_rng_restoration():

@@ -41,15 +41,15 @@ def test_cifar10_binary_decoding_is_chw_with_labels(tmp_path):
     assert torch.equal(split.x_test, expected["test"][0]) and torch.equal(split.y_test, expected["test"][1][:, 0])
     # the red plane comes first: pixel (c=0, h=0, w=1) of record 0 is 1, (c=1, h=0, w=0) is 5
     assert int(split.x_train[0, 0, 0, 1]) == 1 and int(split.x_train[0, 1, 0, 0]) == 5
-    assert split.n_classes == 10
+    assert split.num_classes == 10
 
 
 def test_cifar100_reads_fine_or_coarse_labels(tmp_path):
     expected = _write_cifar(tmp_path, "cifar100", n=3)
     fine = load_cifar(tmp_path, "cifar100")
     coarse = load_cifar(tmp_path, "cifar100", fine_labels=False)
-    assert torch.equal(fine.y_train, expected["train"][1][:, 1]) and fine.n_classes == 100
-    assert torch.equal(coarse.y_train, expected["train"][1][:, 0]) and coarse.n_classes == 20
+    assert torch.equal(fine.y_train, expected["train"][1][:, 1]) and fine.num_classes == 100
+    assert torch.equal(coarse.y_train, expected["train"][1][:, 0]) and coarse.num_classes == 20
     assert torch.equal(fine.x_test, expected["test"][0])
 
 

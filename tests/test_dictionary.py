@@ -145,3 +145,19 @@ def test_mutual_coherence_and_orthonormal():
     w = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]], dtype=DTYPE)
     # atoms (1,0), (1,1)/√2, (0,1): the largest |cosine| is 1/√2
     assert cscnb.mutual_coherence(w) == pytest.approx(2 ** -0.5, rel=1e-12)
+
+
+def test_matrix_is_the_synthesis_operator_and_its_transpose_the_analysis():
+    g = torch.Generator().manual_seed(0)
+    linear = cscnb.LinearDictionary(torch.randn(5, 7, generator=g, dtype=torch.float64))
+    assert torch.equal(linear.matrix(), linear.weight)
+    for kwargs in (dict(), dict(stride=2, padding=1), dict(stride=2, padding=1, padding_mode="circular"),
+                   dict(padding=2, dilation=2)):
+        conv = cscnb.ConvDictionary(torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64), **kwargs)
+        matrix = conv.matrix((2, 7, 7))
+        z = torch.randn(conv.code_shape((1, 2, 7, 7)), generator=g, dtype=torch.float64)
+        x = torch.randn(1, 2, 7, 7, generator=g, dtype=torch.float64)
+        torch.testing.assert_close(matrix @ z.flatten(), conv.synthesize(z, output_size=(7, 7)).flatten())
+        torch.testing.assert_close(matrix.T @ x.flatten(), conv.analyze(x).flatten())
+    with pytest.raises(ValueError, match="signal_shape"):
+        cscnb.ConvDictionary(torch.randn(3, 1, 4, dtype=torch.float64)).matrix()

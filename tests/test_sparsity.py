@@ -7,6 +7,7 @@ from torch import nn
 
 import cscnb
 from cscnb.nn import sparsity
+from cscnb.train import fit
 
 
 def test_zero_fraction_and_hoyer_on_known_vectors():
@@ -89,8 +90,8 @@ def test_l1_penalty_training_makes_features_sparser():
     def trained(strength):
         torch.manual_seed(1)
         net = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
-        losses = sparsity.fit_sparse_classifier(net, x, y, penalty="l1", strength=strength, epochs=8, seed=0,
-                                                lr=1e-2)
+        losses = fit(net, x, y, penalty=sparsity.ActivationPenalty("l1", strength), epochs=8, seed=0,
+                     lr=1e-2).train_loss
         assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
         return sparsity.feature_sparsity(net, x)["1"]["zero_fraction"]
 
@@ -106,12 +107,10 @@ def test_l1_penalty_training_makes_features_sparser():
     (lambda: sparsity.linear_warmup(-1, 5, 1.0), ValueError, "step"),
     (lambda: sparsity.l1_activation_penalty([]), TypeError, "activations"),
     (lambda: sparsity.collect_activations("net", torch.ones(1, 2)), TypeError, "model"),
-    (lambda: sparsity.fit_sparse_classifier(nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(4, dtype=torch.long),
-                                            penalty="l2"), ValueError, "penalty"),
-    (lambda: sparsity.fit_sparse_classifier(nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(3, dtype=torch.long)),
-     ValueError, "same number"),
-    (lambda: sparsity.fit_sparse_classifier(nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(4, dtype=torch.long),
-                                            penalty="l1", strength=1.0), ValueError, "no activation module"),
+    (lambda: sparsity.ActivationPenalty("l2", 1.0), ValueError, "kind"),
+    (lambda: sparsity.ActivationPenalty("l1", -1.0), ValueError, "strength"),
+    (lambda: fit(nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(4, dtype=torch.long),
+                 penalty=sparsity.ActivationPenalty("l1", 1.0)), ValueError, "no activation module"),
 ])
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):

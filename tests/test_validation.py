@@ -117,8 +117,8 @@ def _conv_weight():
     (lambda: cscnb.SparseCodingConv2d(1, 2, kernel_size=(3,)), ValueError, "kernel_size"),
     (lambda: cscnb.ml_fista([cscnb.LinearDictionary(torch.eye(2, dtype=torch.float64))],
                             torch.ones(1, 2, dtype=torch.float64), [0.1], tol=math.inf), ValueError, "tol"),
-    (lambda: cscnb.models.fit_classifier(torch.nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(4, dtype=torch.long),
-                                         lr=math.inf), ValueError, "lr"),
+    (lambda: cscnb.train.fit(torch.nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(4, dtype=torch.long),
+                                  lr=math.inf), ValueError, "lr"),
 ])
 def test_the_convention_across_the_package(call, error, name):
     with pytest.raises(error, match=rf"\b{name}\b"):

@@ -13,6 +13,8 @@ they are exact adjoints: :math:`\langle D z, x\rangle = \langle z, D^\top x\rang
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -108,6 +110,30 @@ class Dictionary:
             estimate = new_estimate
         return max(estimate, float(norm))
 
+    def matrix(self, signal_shape=None) -> torch.Tensor:
+        r"""The synthesis operator :math:`D` as a dense matrix (small problems: chapters and tests).
+
+        Column :math:`j` is :math:`D e_j`, the synthesis of the :math:`j`-th unit code, so
+        ``matrix() @ z.flatten()`` equals ``synthesize(z).flatten()`` for one sample and the analysis
+        operator is the transpose. ``signal_shape`` is the shape of one signal without the batch
+        dimension: ``(in_channels, length)`` or ``(in_channels, height, width)`` for a
+        :class:`ConvDictionary` (required there); ignored by a :class:`LinearDictionary`. Codes and
+        signals are flattened in C order (channel first, then position), the layout of
+        :meth:`torch.Tensor.flatten`. Shape: ``(signal size, code size)``.
+        """
+        if signal_shape is None:
+            x_shape, output_size = self._matrix_signal_shape(None), None
+        else:
+            x_shape = (1, *(int(s) for s in signal_shape))
+            output_size = x_shape[2:] or None
+        code_shape = self.code_shape(x_shape)[1:]
+        n_code = math.prod(code_shape)
+        basis = torch.eye(n_code, dtype=self.weight.dtype, device=self.weight.device).reshape(n_code, *code_shape)
+        return self.synthesize(basis, output_size=output_size).reshape(n_code, -1).T
+
+    def _matrix_signal_shape(self, signal_shape) -> tuple:
+        raise ValueError("signal_shape is required for a convolutional dictionary: (in_channels, *spatial size)")
+
     @torch.no_grad()
     def adjoint_check(self, x: torch.Tensor, z: torch.Tensor) -> float:
         r"""Relative error of :math:`\langle Dz, x\rangle = \langle z, D^\top x\rangle` (for tests)."""
@@ -156,6 +182,9 @@ class LinearDictionary(Dictionary):
 
     def synthesize(self, z: torch.Tensor, output_size=None) -> torch.Tensor:
         return z @ self.weight.T  # (B, m) @ (m, n) -> (B, n)
+
+    def _matrix_signal_shape(self, signal_shape) -> tuple:
+        return (1, self.n_features)
 
     def _random_code(self, signal_size, generator):
         v = torch.randn(1, self.n_atoms, generator=generator, dtype=torch.float64)

@@ -8,30 +8,20 @@ have one label byte; CIFAR-100 records have two (coarse, then fine). No pickle i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..core.validation import nonneg_int
+from .split import Split
 
-__all__ = ["CIFARSplit", "load_cifar", "decode_cifar_records", "random_crop_flip", "center_crop", "CIFAR_FILES"]
+__all__ = ["load_cifar", "decode_cifar_records", "random_crop_flip", "center_crop", "CIFAR_FILES"]
 
 IMAGE_BYTES = 3 * 32 * 32
 CIFAR_FILES = {
     "cifar10": ([f"data_batch_{i}.bin" for i in range(1, 6)], ["test_batch.bin"]),
     "cifar100": (["train.bin"], ["test.bin"]),
 }
-
-
-@dataclass
-class CIFARSplit:
-    """A CIFAR split held as uint8 images ``(N, 3, 32, 32)`` and int64 labels, on one device."""
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    n_classes: int
 
 
 def decode_cifar_records(raw: bytes, label_bytes: int, label_index: int, *, name: str = "data") -> tuple:
@@ -63,7 +53,7 @@ def _read_files(folder: str, names: list, label_bytes: int, label_index: int) ->
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
-def load_cifar(data_dir: str, dataset: str = "cifar10", *, fine_labels: bool = True, device=None) -> CIFARSplit:
+def load_cifar(data_dir: str, dataset: str = "cifar10", *, fine_labels: bool = True, device=None) -> Split:
     """Load CIFAR-10 or CIFAR-100 from ``data_dir`` (binary version) onto ``device`` as uint8.
 
     The whole set (≈ 180 MB) is kept on the device so batches and augmentation never leave it, as
@@ -85,7 +75,7 @@ def load_cifar(data_dir: str, dataset: str = "cifar10", *, fine_labels: bool = T
     x_train, y_train = _read_files(data_dir, train_names, label_bytes, label_index)
     x_test, y_test = _read_files(data_dir, test_names, label_bytes, label_index)
     n_classes = 10 if dataset == "cifar10" else (100 if fine_labels else 20)
-    return CIFARSplit(x_train.to(device), y_train.to(device), x_test.to(device), y_test.to(device), n_classes)
+    return Split(x_train.to(device), y_train.to(device), x_test.to(device), y_test.to(device), num_classes=n_classes)
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, *, padding: int = 4, size: int | None = None,

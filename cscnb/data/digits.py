@@ -4,45 +4,16 @@ Nothing here touches the network: the digits ship with scikit-learn. Determinist
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from ..core.validation import check_float_dtype, check_number, nonneg_int
+from .split import Split, stratified_mask
 
-__all__ = ["DigitsSplit", "load_digits"]
-
-
-@dataclass
-class DigitsSplit:
-    """A train/test split of the 8×8 digits, standardized with the training statistics."""
-    x_train: torch.Tensor   # (N_train, 1, 8, 8)
-    y_train: torch.Tensor   # (N_train,) int64 labels 0..9
-    x_test: torch.Tensor    # (N_test, 1, 8, 8)
-    y_test: torch.Tensor    # (N_test,) int64 labels 0..9
-    mean: float             # training-set pixel mean subtracted from every image
-    std: float              # training-set pixel standard deviation every image was divided by
-
-    @property
-    def n_classes(self) -> int:
-        return 10
+__all__ = ["load_digits"]
 
 
-def _stratified_test_indices(labels: torch.Tensor, test_fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """Boolean mask of test samples: round(test_fraction · n_c) random samples of every class c."""
-    is_test = torch.zeros(labels.shape[0], dtype=torch.bool)
-    for c in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == c).flatten()
-        n_test = int(round(test_fraction * members.numel()))
-        # keep at least one sample of each class on both sides
-        n_test = min(max(n_test, 1), members.numel() - 1)
-        chosen = members[torch.randperm(members.numel(), generator=generator)[:n_test]]
-        is_test[chosen] = True
-    return is_test
-
-
-def load_digits(*, test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtype = torch.float32,
-                device=None) -> DigitsSplit:
+def load_digits(*, test_fraction: float = 0.25, val_fraction: float = 0.0, seed: int = 0,
+                dtype: torch.dtype = torch.float32, device=None) -> Split:
     r"""The 1797 scikit-learn 8×8 digits :cite:p:`pedregosa2011scikit`, split and standardized.
 
     The split is stratified: from every class, ``round(test_fraction · n_class)`` images drawn
@@ -54,10 +25,14 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtyp
     where :math:`m_{\text{train}}` and :math:`s_{\text{train}}` are the mean and standard deviation
     over all training pixels. Scalars (not per-pixel statistics) keep the images translation-
     consistent for convolutions, and the always-zero border pixels would have zero per-pixel
-    variance. Used by chapter 4 (``eq-ch4-logistic``) and later chapters.
+    variance. With ``val_fraction > 0``, ``round(val_fraction · n_class)`` of every class's training
+    images (drawn with the same generator, after the test split) form the validation part, and the
+    standardization uses the remaining training images only. Used by chapter 4 (``eq-ch4-logistic``)
+    and later chapters.
     """
     test_fraction = check_number(test_fraction, "test_fraction", minimum=0, maximum=1, open_minimum=True,
                                  open_maximum=True)
+    val_fraction = check_number(val_fraction, "val_fraction", minimum=0, maximum=1, open_maximum=True)
     seed = nonneg_int(seed, "seed")
     check_float_dtype(dtype)
     try:
@@ -68,11 +43,19 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0, dtype: torch.dtyp
     images = torch.as_tensor(bunch.images, dtype=torch.float64).unsqueeze(1)  # (1797, 1, 8, 8)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     generator = torch.Generator().manual_seed(seed)
-    is_test = _stratified_test_indices(labels, test_fraction, generator)
-    x_train, x_test = images[~is_test], images[is_test]
+    is_test = stratified_mask(labels, test_fraction, generator)
+    x_train, y_train, x_test, y_test = images[~is_test], labels[~is_test], images[is_test], labels[is_test]
+    x_val = y_val = None
+    if val_fraction > 0:
+        is_val = stratified_mask(y_train, val_fraction, generator)
+        x_train, y_train, x_val, y_val = x_train[~is_val], y_train[~is_val], x_train[is_val], y_train[is_val]
     mean, std = x_train.mean(), x_train.std()
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    return DigitsSplit(
-        x_train=x_train.to(dtype=dtype, device=device), y_train=labels[~is_test].to(device=device),
-        x_test=x_test.to(dtype=dtype, device=device), y_test=labels[is_test].to(device=device),
-        mean=float(mean), std=float(std))
+
+    def prepare(images):
+        return None if images is None else ((images - mean) / std).to(dtype=dtype, device=device)
+
+    def move(labels):
+        return None if labels is None else labels.to(device=device)
+
+    return Split(x_train=prepare(x_train), y_train=move(y_train), x_test=prepare(x_test), y_test=move(y_test),
+                 num_classes=10, x_val=prepare(x_val), y_val=move(y_val), mean=float(mean), std=float(std))

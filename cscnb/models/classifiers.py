@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..core.validation import check_choice, check_int, nonneg_int, positive_int, positive_number
+from ..core.validation import check_choice, check_int, nonneg_int, positive_int
 from ..nn.blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, UnfoldedCSCLayer
 
 __all__ = ["NetworkConfig", "MLCSCNet", "ResCSCNet", "MSDCSCNet", "PlainCNN", "ResNetCNN", "DenseNetCNN",
-           "fit_classifier", "accuracy", "with_unfolding"]
+           "with_unfolding"]
 
 
 @dataclass(frozen=True)
@@ -167,52 +167,6 @@ class DenseNetCNN(_Classifier):
         for _ in range(c.n_blocks):
             block = DenseBlock(c.width, c.growth, c.kernel_size, c.dilations, dim=c.dim)
             self.stages.append(nn.Sequential(block, self._transition(block.out_channels)))
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    r"""Test accuracy :math:`\frac1N\sum_n \mathbb 1[\argmax_k f(x_n)_k = y_n]` of the logits of ``eq-ch7-network``.
-
-    Evaluated in ``eval`` mode without gradients, in batches; the training mode is restored. Chapters 7 and 8.
-    """
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                      for i in range(0, x.shape[0], batch_size))
-    model.train(was_training)
-    return correct / x.shape[0]
-
-
-def fit_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 5, batch_size: int = 64,
-                   lr: float = 3e-3, seed: int = 0) -> list:
-    r"""Minimize the cross-entropy :math:`-\frac1N\sum_n \log\operatorname{softmax}(f(x_n))_{y_n}` with Adam.
-
-    Mini-batches are drawn by a ``torch.Generator`` seeded with ``seed``; returns the mean training
-    loss of every epoch. Used by chapters 7 and 8 (CPU, seconds).
-    """
-    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
-    seed = nonneg_int(seed, "seed")
-    lr = positive_number(lr, "lr")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=generator).to(x.device)
-        total = 0.0
-        for i in range(0, x.shape[0], batch_size):
-            idx = order[i:i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-        losses.append(total / x.shape[0])
-    return losses
 
 
 def with_unfolding(config: NetworkConfig, n_unfold: int) -> NetworkConfig:

@@ -9,22 +9,22 @@ strategy below does to the sparsity–accuracy trade-off:
   :func:`hoyer_square_penalty` (DeepHoyer, ``eq-ch11-hoyer-square``);
 * activations that build sparsity into the forward pass: :class:`ShiftedReLU` (a bias shift,
   ``eq-ch11-shifted-relu``) and :class:`TopKReLU` (k-winners-take-all, ``eq-ch11-topk``);
-* a penalty-weight schedule :func:`linear_warmup` (``eq-ch11-warmup``) and the training loop
-  :func:`fit_sparse_classifier` that uses them.
+* a penalty-weight schedule :func:`linear_warmup` (``eq-ch11-warmup``) and :class:`ActivationPenalty`,
+  the scheduled penalty that :func:`cscnb.train.fit` adds to the loss.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..core.validation import check_number, nonneg_int, nonneg_number, positive_int, positive_number
+from ..core.validation import check_number, nonneg_int, nonneg_number
 
 __all__ = ["zero_fraction", "hoyer_sparsity", "collect_activations", "feature_sparsity", "l1_activation_penalty",
            "hoyer_square_penalty", "ShiftedReLU", "TopKReLU", "replace_relus", "linear_warmup",
-           "fit_sparse_classifier", "PENALTIES"]
+           "ActivationPenalty", "PENALTIES"]
 
 ACTIVATION_TYPES = (nn.ReLU,)  # extended below by the two sparse activations of this module
 
@@ -237,62 +237,45 @@ def linear_warmup(step: int, warmup_steps: int, strength: float) -> float:
 PENALTIES = {"l1": l1_activation_penalty, "hoyer": hoyer_square_penalty}
 
 
-def fit_sparse_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, penalty: str | None = None,
-                          strength: float = 0.0, warmup_fraction: float = 0.25, epochs: int = 5,
-                          batch_size: int = 64, lr: float = 3e-3, seed: int = 0) -> list:
-    r"""Adam on cross-entropy plus a scheduled activation penalty (chapter 11, ``eq-ch11-training-loss``).
+class ActivationPenalty:
+    r"""The scheduled activation penalty :math:`\lambda_t R(a^{(1)}, \dots, a^{(L)})` of chapter 11 (``eq-ch11-training-loss``).
 
-    .. math:: \min_\theta\ \frac1B\sum_b -\log\operatorname{softmax}(f_\theta(x_b))_{y_b}
-              + \lambda_t\, R\big(a^{(1)}, \dots, a^{(L)}\big),
-
-    where :math:`R` is ``PENALTIES[penalty]`` applied to the outputs of the activation modules
-    (collected by forward hooks) and :math:`\lambda_t` is :func:`linear_warmup` over the first
-    ``warmup_fraction`` of the steps. ``penalty=None`` trains with cross-entropy only. Mini-batches
-    come from a ``torch.Generator`` seeded with ``seed``. Returns the mean cross-entropy per epoch.
+    For :func:`cscnb.train.fit` (``penalty=``): :meth:`collect` records, through forward hooks that are
+    always removed, the outputs of the model's activation modules (``nn.ReLU``, :class:`ShiftedReLU`,
+    :class:`TopKReLU`) during the forward pass, and :meth:`term` returns ``PENALTIES[kind]`` of them
+    weighted by :func:`linear_warmup` over the first ``warmup_fraction`` of the (at most ``total_steps``)
+    optimizer steps. ``strength = 0`` adds nothing.
     """
-    if penalty is not None and penalty not in PENALTIES:
-        raise ValueError(f"penalty must be None or one of {sorted(PENALTIES)}, got {penalty!r}")
-    strength = nonneg_number(strength, "strength")
-    warmup_fraction = check_number(warmup_fraction, "warmup_fraction", minimum=0, maximum=1)
-    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
-    seed = nonneg_int(seed, "seed")
-    lr = positive_number(lr, "lr")
-    _check_tensor(x, "x")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must have the same number of samples, got {x.shape[0]} and {y.shape[0]}")
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = math.ceil(x.shape[0] / batch_size)
-    warmup_steps = int(warmup_fraction * epochs * steps_per_epoch)
-    step, losses = 0, []
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(x.shape[0], generator=generator).to(x.device)
-        total = 0.0
-        for i in range(0, x.shape[0], batch_size):
-            idx = order[i:i + batch_size]
-            if penalty is None or strength == 0:
-                cross_entropy = F.cross_entropy(model(x[idx]), y[idx])
-                loss = cross_entropy
-            else:
-                activations, handles = [], []
-                try:
-                    for module in model.modules():
-                        if isinstance(module, ACTIVATION_TYPES):
-                            handles.append(module.register_forward_hook(
-                                lambda _m, _i, output: activations.append(output)))
-                    logits = model(x[idx])
-                finally:
-                    for handle in handles:
-                        handle.remove()
-                if not activations:
-                    raise ValueError("model has no activation module (nn.ReLU, ShiftedReLU, TopKReLU) to penalise")
-                cross_entropy = F.cross_entropy(logits, y[idx])
-                loss = cross_entropy + linear_warmup(step, warmup_steps, strength) * PENALTIES[penalty](activations)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            total += float(cross_entropy.detach()) * idx.numel()
-        losses.append(total / x.shape[0])
-    return losses
+
+    def __init__(self, kind: str, strength: float, warmup_fraction: float = 0.25):
+        if kind not in PENALTIES:
+            raise ValueError(f"kind must be one of {sorted(PENALTIES)}, got {kind!r}")
+        self.kind = kind
+        self.strength = nonneg_number(strength, "strength")
+        self.warmup_fraction = check_number(warmup_fraction, "warmup_fraction", minimum=0, maximum=1)
+        self._activations: list = []
+
+    @contextlib.contextmanager
+    def collect(self, model: nn.Module):
+        self._activations = []
+        if self.strength == 0:
+            yield
+            return
+        handles = [module.register_forward_hook(lambda _m, _i, output: self._activations.append(output))
+                   for module in model.modules() if isinstance(module, ACTIVATION_TYPES)]
+        try:
+            if not handles:
+                raise ValueError("model has no activation module (nn.ReLU, ShiftedReLU, TopKReLU) to penalise")
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def term(self, step: int, total_steps: int) -> torch.Tensor:
+        if self.strength == 0 or not self._activations:
+            return torch.zeros(())
+        warmup_steps = int(self.warmup_fraction * total_steps)
+        return linear_warmup(step, warmup_steps, self.strength) * PENALTIES[self.kind](self._activations)
+
+    def __repr__(self) -> str:
+        return f"ActivationPenalty({self.kind!r}, strength={self.strength}, warmup_fraction={self.warmup_fraction})"

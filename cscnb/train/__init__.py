@@ -1,5 +1,7 @@
 """The training system: ``python -m cscnb.train --preset NAME [--key value ...]`` (chapter 14).
 
+* :mod:`~cscnb.train.fit` — :func:`fit` / :func:`evaluate` / :func:`summarize`: the one training loop of
+  the chapters' small models (validation split, early stopping, mean ± spread over seeds);
 * :mod:`~cscnb.train.config` — :class:`TrainConfig` (every setting of a run), the named presets and the
   command-line parser;
 * :mod:`~cscnb.train.data` — every dataset behind one batch interface, reproducible per ``(seed, epoch)``
@@ -15,10 +17,11 @@ The model comes from :func:`cscnb.models.build_model`; cost estimates from :mod:
 from .checkpoint import atomic_torch_save, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import PRESETS, TrainConfig, build_parser, config_from_argv, preset_config
 from .data import TrainData, build_data, epoch_generator
+from .fit import FitResult, Penalty, SeedSummary, evaluate, fit, summarize
 from .loop import main, run_directory, select_device, train
 from .results import RunRecord, load_run, load_runs
 
-__all__ = ["TrainConfig", "PRESETS", "preset_config", "build_parser", "config_from_argv", "TrainData", "build_data",
+__all__ = ["fit", "evaluate", "summarize", "FitResult", "Penalty", "SeedSummary", "TrainConfig", "PRESETS", "preset_config", "build_parser", "config_from_argv", "TrainData", "build_data",
            "epoch_generator", "train", "main", "select_device", "run_directory", "save_checkpoint",
            "load_checkpoint", "atomic_torch_save", "rng_state", "set_rng_state", "RunRecord", "load_run",
            "load_runs"]

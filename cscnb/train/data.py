@@ -121,6 +121,6 @@ def build_data(config: TrainConfig, device) -> TrainData:
                          augment=False, seed=config.seed)
     if config.dataset in ("cifar10", "cifar100"):
         s = load_cifar(config.data_dir, config.dataset, device=device)
-        return TrainData(s.x_train, s.y_train, s.x_test, s.y_test, n_classes=s.n_classes, dtype=dtype,
+        return TrainData(s.x_train, s.y_train, s.x_test, s.y_test, n_classes=s.num_classes, dtype=dtype,
                          augment=config.augment, seed=config.seed)
     return FolderData(config, device)
