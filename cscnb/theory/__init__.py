@@ -1,4 +1,4 @@
-"""Theory of sparse coding checked by the chapters: coherence bounds, brute force, symbolic derivations.
+r"""Theory of sparse coding checked by the chapters: coherence bounds, brute force, symbolic derivations.
 
 * :mod:`~cscnb.theory.bounds` — spark, uniqueness and stability bounds (one layer and deep), the Welch
   bound and incoherent frames (chapter 9), generalized coherence and the LISTA-CP rate constant
