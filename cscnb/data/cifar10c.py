@@ -77,7 +77,7 @@ def load_cifar10c(data_dir, corruption: str, severity: int, *, device=None) -> t
     per_severity = images.shape[0] // 5
     block = slice((severity - 1) * per_severity, severity * per_severity)
     x = torch.from_numpy(np.array(images[block])).permute(0, 3, 1, 2).contiguous()  # a writable copy of the block
-    y = torch.from_numpy(np.asarray(labels[block], dtype=np.int64))
+    y = torch.from_numpy(np.array(labels[block], dtype=np.int64))
     if int(y.min()) < 0 or int(y.max()) > 9:
         raise ValueError(f"{paths['labels']} must hold CIFAR-10 labels 0..9, got values in [{int(y.min())}, "
                          f"{int(y.max())}]")
