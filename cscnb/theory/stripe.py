@@ -236,7 +236,8 @@ def _grouped(supports):
 
 
 def stripe_restricted_min_eigenvalue_bruteforce(dictionary: ConvDictionary, signal_shape, k: int, *,
-                                                return_vector: bool = False, max_supports: int = 2_000_000):
+                                                return_vector: bool = False, supports=None,
+                                                max_supports: int = 2_000_000):
     r"""Smallest eigenvalue of :math:`D_T^\top D_T` over every support :math:`T` with stripe norm at most ``k``:
 
     .. math:: \lambda_k^{s}(D) = \min_{\|v\|_{0,\infty}^{s} \le k,\ v \ne 0} \|Dv\|_2^2 / \|v\|_2^2 ,
@@ -245,12 +246,18 @@ def stripe_restricted_min_eigenvalue_bruteforce(dictionary: ConvDictionary, sign
     Cauchy interlacing) of the global matrix :meth:`~cscnb.Dictionary.matrix`. Chapter 9 proves
     :math:`\lambda_k^{s} \ge 1 - \mu(k - 1)` for unit-norm atoms (``eq-ch9-stripe-eigenvalue``). With
     ``return_vector`` also returns a unit vector attaining it (flattened code, global column order).
+    ``supports`` may pass the maximal supports already enumerated (:func:`stripe_supports` with
+    ``maximal=True``) to skip the enumeration.
     """
     geometry = stripe_geometry(dictionary, signal_shape)
     k = check_int(k, "k", minimum=1)
     D = dictionary.matrix(tuple(signal_shape)).detach()
+    if supports is None:
+        supports = stripe_supports(geometry, k, maximal=True, max_supports=max_supports)
+    elif any(geometry.stripe_norm(s) > k for s in supports):
+        raise ValueError(f"supports holds a support with stripe norm above k={k}")
     smallest, vector = math.inf, None
-    for _, supports in _grouped(stripe_supports(geometry, k, maximal=True, max_supports=max_supports)):
+    for _, supports in _grouped(supports):
         columns = D[:, supports].permute(1, 0, 2)
         eigenvalues, eigenvectors = torch.linalg.eigh(columns.mT @ columns)
         row = int(eigenvalues[:, 0].argmin())
