@@ -116,8 +116,9 @@ def ml_bp_dual_bound(dictionaries: Sequence[LinearDictionary], y: torch.Tensor, 
     Takes :math:`p = Az - y`, clips each inner :math:`q_i` (``inner_duals``, shape ``(B, m_i)``) to
     :math:`[-\lambda_i, \lambda_i]`, sets :math:`q_L = -(A^\top p + \sum_{i<L} K_i^\top q_i)` and scales all of them by
     :math:`\alpha = \min(1, \lambda_L/\|q_L\|_\infty)`, which keeps :math:`A^\top p + \sum_i K_i^\top q_i = 0` and
-    makes every :math:`|q_i| \le \lambda_i`. Then ``lower`` :math:`= -\tfrac12\alpha^2\|p\|^2 - \alpha\langle p, y\rangle
-    \le \min F \le F(z) =` ``value`` (weak duality, module docstring), so ``value - lower`` bounds how far
+    makes every :math:`|q_i| \le \lambda_i`. Then
+    ``lower`` :math:`= -\tfrac12\alpha^2\|p\|^2 - \alpha\langle p, y\rangle \le \min F \le F(z) =` ``value``
+    (weak duality, module docstring), so ``value - lower`` bounds how far
     :math:`F(z)` is above the minimum. At a fixed point of :func:`~cscnb.mlcsc.ml_fista` with its nested
     subgradients as ``inner_duals`` the difference is exactly the gap of ``eq-ch6-gap``.
     """

@@ -79,7 +79,9 @@ def lasso_min_lambda(mu, s, noise) -> float:
 
 
 def lasso_entry_error(mu, s, noise, lam) -> float:
-    r"""Bound :math:`\|\hat z - \Gamma\|_\infty \le (\eta + \lambda)/(1 - \mu(s - 1))` of the Lasso (``eq-ch6-lasso-error``).
+    r"""Entry-error bound of the Lasso, :math:`\|\hat z - \Gamma\|_\infty \le (\eta + \lambda)/(1 - \mu(s - 1))`.
+
+    Chapter 6, ``eq-ch6-lasso-error``.
 
     Valid when ``lam`` exceeds :func:`lasso_min_lambda` (then the Lasso minimizer is unique and
     supported inside :math:`\operatorname{supp}\Gamma`); every entry of :math:`\Gamma` larger than the bound is
@@ -105,12 +107,14 @@ def thresholding_chain(mus: Sequence, sparsities: Sequence, gamma_mins: Sequence
     Layer :math:`i` (:math:`\mu_i`, stripe norm :math:`s_i`, non-zero magnitudes in
     :math:`[\Gamma_i^{\min}, \Gamma_i^{\max}]`) recovers support and signs when
 
-    .. math:: s_i\mu_i\Gamma_i^{\max} + \eta_{i-1} \le \beta_i < \Gamma_i^{\min} - (s_i - 1)\mu_i\Gamma_i^{\max} - \eta_{i-1},
+    .. math:: s_i\mu_i\Gamma_i^{\max} + \eta_{i-1} \le \beta_i
+              < \Gamma_i^{\min} - (s_i - 1)\mu_i\Gamma_i^{\max} - \eta_{i-1},
 
-    and then :math:`\|\hat\Gamma_i - \Gamma_i\|_\infty \le \delta_i = (s_i - 1)\mu_i\Gamma_i^{\max} + \eta_{i-1} + \beta_i`
-    and :math:`\eta_i \le \sqrt{q_i}\,\delta_i`. ``thresholds=None`` takes every :math:`\beta_i` at the bottom of
-    its interval (the smallest error). ``patch_sparsities`` are the :math:`q_i` of the layers
-    :math:`1, \dots, L-1` (``len = L - 1``, or ``L`` with the last entry ignored); ``noise`` is :math:`\eta_0`.
+    and then :math:`\|\hat\Gamma_i - \Gamma_i\|_\infty \le \delta_i
+    = (s_i - 1)\mu_i\Gamma_i^{\max} + \eta_{i-1} + \beta_i` and :math:`\eta_i \le \sqrt{q_i}\,\delta_i`.
+    ``thresholds=None`` takes every :math:`\beta_i` at the bottom of its interval (the smallest error).
+    ``patch_sparsities`` are the :math:`q_i` of the layers :math:`1, \dots, L-1` (``len = L - 1``, or ``L`` with
+    the last entry ignored); ``noise`` is :math:`\eta_0`.
     """
     mus = _per_layer(mus, "mus", None)
     n = len(mus)

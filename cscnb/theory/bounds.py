@@ -25,7 +25,8 @@ from ..core.validation import check_choice
 
 __all__ = [
     "mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
-    "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound", "deep_uniqueness_holds", "deep_stability_bounds",
+    "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
+    "deep_uniqueness_holds", "deep_stability_bounds",
     "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
     "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce",
 ]

@@ -84,7 +84,8 @@ def restricted_min_eigenvalue_bruteforce(D: torch.Tensor, k: int, *, return_vect
                                          max_subsets: int = 200_000):
     r"""The smallest eigenvalue of any :math:`k`-column Gram matrix,
 
-    .. math:: \lambda_k(D) = \min_{|T| = k} \lambda_{\min}(D_T^\top D_T) = \min_{\|v\|_0 \le k,\, v \ne 0} \|Dv\|^2/\|v\|^2
+    .. math:: \lambda_k(D) = \min_{|T| = k} \lambda_{\min}(D_T^\top D_T)
+              = \min_{\|v\|_0 \le k,\, v \ne 0} \|Dv\|^2/\|v\|^2
 
     (the two agree because removing columns cannot lower :math:`\lambda_{\min}`, by interlacing). For
     unit-norm atoms Gershgorin gives :math:`\lambda_k \ge 1 - \mu(k - 1)`. With ``return_vector`` also
