@@ -276,7 +276,7 @@ def stripe_spark_bruteforce(dictionary: ConvDictionary, signal_shape, *, max_str
     The smallest :math:`k` for which some support with stripe norm at most :math:`k` has linearly
     dependent columns (rank by SVD, tolerance ``rtol`` as in ``torch.linalg.matrix_rank``). Returns
     ``inf`` if no support up to ``max_stripe`` (default: the number of columns) is dependent. Chapter 9
-    proves it is at least :math:`1 + 1/\mu` (``eq-ch9-stripe-spark``).
+    proves it is at least :math:`1 + 1/\mu` (``thm-ch9-stripe``).
     """
     geometry = stripe_geometry(dictionary, signal_shape)
     largest = geometry.n_columns if max_stripe is None else check_int(max_stripe, "max_stripe", minimum=1)
