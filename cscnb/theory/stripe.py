@@ -166,9 +166,11 @@ def stripe_geometry(dictionary: ConvDictionary, signal_shape) -> StripeGeometry:
         raise TypeError(f"dictionary must be a cscnb ConvDictionary, got {type(dictionary).__name__}")
     if set(dictionary.stride) != {1} or set(dictionary.dilation) != {1}:
         raise ValueError("stripe geometry needs stride=1 and dilation=1 (every column a shifted atom)")
-    if not isinstance(signal_shape, (tuple, list)) or len(signal_shape) != dictionary.dim + 1:
-        raise TypeError(f"signal_shape must be a tuple (in_channels, *spatial) with {dictionary.dim} spatial "
-                        f"sizes, got {signal_shape!r}")
+    if not isinstance(signal_shape, (tuple, list)):
+        raise TypeError(f"signal_shape must be a tuple (in_channels, *spatial), got {type(signal_shape).__name__}")
+    if len(signal_shape) != dictionary.dim + 1:
+        raise ValueError(f"signal_shape must be (in_channels, *spatial) with {dictionary.dim} spatial sizes, "
+                         f"got {tuple(signal_shape)}")
     spatial = tuple(check_int(s, "signal_shape", minimum=1) for s in signal_shape[1:])
     kernel = dictionary.kernel_size
     circular = dictionary.padding_mode == "circular"
