@@ -2,11 +2,11 @@ r"""Coherence, uniqueness and stability bounds of the ML-CSC model (chapter 6).
 
 Each layer :math:`\Gamma_{i-1} = D_i\Gamma_i` is a sparse-coding model with unit-norm atoms, so the
 single-layer bounds apply layer by layer, with the previous layer's estimation error acting as
-noise :cite:p:`papyan2017convolutional`. The chapter derives the bounds for the *global* sparsity
-:math:`s_i = \|\Gamma_i\|_0` and the global coherence :math:`\mu(D_i)`; the paper states them with
-the local stripe norm :math:`\|\Gamma_i\|_{0,\infty}^{s}` in place of :math:`s_i` (and patch-wise
-noise norms), which is sharper for convolutional dictionaries because
-:math:`\|\Gamma\|_{0,\infty}^{s} \le \|\Gamma\|_0`. Both forms are shown in the chapter.
+noise. :cite:t:`papyan2017convolutional` state (in their abstract) that uniqueness and stable
+estimation hold under local sparsity conditions; the bounds here, with their constants, are our
+derivation. This module holds the *global* forms (:math:`s_i = \|\Gamma_i\|_0`, global coherence);
+the local (stripe) chains are in :mod:`cscnb.mlcsc.stripe_bounds`, the stripe norm and its
+exhaustive checks in :mod:`cscnb.theory.stripe`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..core.dictionary import ConvDictionary
 from ..core.validation import int_tuple, nonneg_number, positive_int, positive_number
+from ..theory.bounds import uniqueness_bound
 
 __all__ = ["conv_mutual_coherence", "stripe_uniqueness_bound", "thresholding_success_bound",
            "thresholding_interval", "stability_chain"]
@@ -74,14 +75,15 @@ def conv_mutual_coherence(dictionary: ConvDictionary, signal_size=None) -> float
 
 
 def stripe_uniqueness_bound(mu) -> float:
-    r"""Uniqueness bound :math:`\tfrac12\big(1 + 1/\mu(D_i)\big)` of chapter 6, ``eq-ch6-uniqueness``.
+    r"""Uniqueness threshold :math:`\tfrac12\big(1 + 1/\mu(D_i)\big)` of the ML-CSC layers (``eq-ch6-uniqueness``).
 
-    If every layer satisfies :math:`\|\Gamma_i\|_{0,\infty}^{s} < \tfrac12(1 + 1/\mu(D_i))` (stripe
-    sparsity; the global :math:`\|\Gamma_i\|_0` is a stronger hypothesis), the ML-CSC representation
-    of :math:`x` is unique :cite:p:`papyan2017working,papyan2017convolutional`.
+    If every layer has :math:`\|\Gamma_i\|_0 < \tfrac12(1 + 1/\mu(D_i))`, the ML-CSC representation is
+    unique (chapter 6, ``thm-ch6-uniqueness``); for convolutional dictionaries the same threshold on
+    the stripe norm :math:`\|\Gamma_i\|_{0,\infty}^{s}` gives uniqueness among stripe-sparse codes
+    (chapter 9, ``thm-ch9-stripe``). Both are our derivations. The value is
+    :func:`cscnb.theory.uniqueness_bound` (one implementation); this name requires :math:`0 < \mu \le 1`.
     """
-    mu = _coherence(mu)
-    return 0.5 * (1 + 1 / mu)
+    return uniqueness_bound(_coherence(mu))
 
 
 def thresholding_success_bound(mu, gamma_min=1.0, gamma_max=1.0, noise=0.0) -> float:
@@ -129,9 +131,9 @@ def stability_chain(mus: Sequence, sparsities: Sequence, gamma_maxs: Sequence, t
 
     valid while every layer meets :func:`thresholding_success_bound` with noise
     :math:`\varepsilon_{i-1}` and :math:`\beta_i` lies in its :func:`thresholding_interval`: then
-    :math:`\|\hat\Gamma_i - \Gamma_i\|_2 \le \varepsilon_i`. :cite:t:`papyan2017convolutional` state the same
-    recursion with :math:`\|\Gamma_i\|_{0,\infty}^{p}` under the root and
-    :math:`\|\Gamma_i\|_{0,\infty}^{s}` in the bracket (chapter 6).
+    :math:`\|\hat\Gamma_i - \Gamma_i\|_2 \le \varepsilon_i` (our derivation, chapter 6,
+    ``thm-ch6-layered-thresholding``). The local version, with stripe norms and the per-atom count
+    :math:`q_i`, is :func:`cscnb.mlcsc.thresholding_chain`.
     """
     n = len(mus) if isinstance(mus, (list, tuple)) else -1
     for name, seq in (("mus", mus), ("sparsities", sparsities), ("gamma_maxs", gamma_maxs), ("thresholds", thresholds)):

@@ -6,7 +6,8 @@ r"""Theory of sparse coding checked by the chapters: coherence bounds, brute for
 * :mod:`~cscnb.theory.bruteforce` — exhaustive checks of those bounds on small dictionaries (spark,
   sparsest solutions, worst stable code; chapters 9 and 14);
 * :mod:`~cscnb.theory.stripe` — the stripe (:math:`\ell_{0,\infty}`) norm of convolutional codes, the local
-  sparsity of convolutional sparse coding (chapters 6, 9 and 11);
+  sparsity of convolutional sparse coding, and the exhaustive checks of its bounds on small convolutional
+  dictionaries (chapters 6, 9 and 11);
 * :mod:`~cscnb.theory.symbolic` — SymPy helpers for the derivations (negative log-posteriors, proximal
   maps by cases, KKT cases; chapters 1, 2, 6, 11 and 12). Not imported here: SymPy is slow to
   load, so ``cscnb.theory.symbolic`` (or ``cscnb.symbolic``) loads it on first use.
@@ -16,10 +17,15 @@ from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_c
                      spark_lower_bound, stability_bound, uniqueness_bound, welch_bound)
 from .bruteforce import (BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
                          sparsest_solutions_bruteforce, worst_stable_code_bruteforce)
+from .bruteforce import exact_representations_bruteforce
 from .stripe import stripe_counts, stripe_norm
+from .stripe import (StripeGeometry, patch_norm, stripe_geometry, stripe_restricted_min_eigenvalue_bruteforce,
+                     stripe_spark_bruteforce, stripe_supports)
 
 __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
            "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
            "deep_uniqueness_holds", "deep_stability_bounds",
            "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
-           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts"]
+           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts",
+           "exact_representations_bruteforce", "patch_norm", "StripeGeometry", "stripe_geometry", "stripe_supports",
+           "stripe_restricted_min_eigenvalue_bruteforce", "stripe_spark_bruteforce"]

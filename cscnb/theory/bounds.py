@@ -25,7 +25,8 @@ from ..core.validation import check_choice
 
 __all__ = [
     "mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
-    "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound", "deep_uniqueness_holds", "deep_stability_bounds",
+    "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
+    "deep_uniqueness_holds", "deep_stability_bounds",
     "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
     "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce",
 ]
@@ -62,7 +63,7 @@ def _check_sparsity(s, name: str = "s") -> int:
     except TypeError:
         raise TypeError(f"{name} must be a positive integer, got {type(s).__name__}") from None
     if s < 1:
-        raise ValueError(f"{name} must be a positive integer (a number of non-zeros), got {s}")
+        raise ValueError(f"{name} must be a positive integer, got {s}")
     return s
 
 
@@ -213,8 +214,10 @@ def uniqueness_bound(mu) -> float:
     r"""Sparsity below which a representation is the unique sparsest one: :math:`\tfrac12(1 + 1/\mu)`.
 
     If :math:`x = D\Gamma` with :math:`\|\Gamma\|_0 < \tfrac12(1 + 1/\mu(D))`, then :math:`\Gamma` is the
-    unique solution of :math:`\min_z \|z\|_0` s.t. :math:`Dz = x` (Donoho & Elad 2003). Returns ``inf``
-    for :math:`\mu = 0`. Implements chapter 9, equation ``eq-uniqueness-bound``.
+    unique solution of :math:`\min_z \|z\|_0` s.t. :math:`Dz = x` (Donoho & Elad 2003). For a convolutional
+    dictionary the same threshold on the stripe norm :math:`\|\Gamma\|_{0,\infty}^{s}` makes :math:`\Gamma` the
+    unique code of smallest stripe norm (chapter 9, ``thm-ch9-stripe``). Returns ``inf`` for :math:`\mu = 0`.
+    Implements chapter 9, equation ``eq-uniqueness-bound``.
     """
     return 0.5 * spark_lower_bound(mu)
 
@@ -227,7 +230,9 @@ def stability_bound(eps, mu, s) -> float:
 
     .. math:: \|\hat\Gamma - \Gamma\|_2^2 \le \frac{4\varepsilon^2}{1 - \mu(2s - 1)}
 
-    (Papyan et al. 2017; Elad 2010). Raises ``ValueError`` ("invalid sparsity level") when
+    (the classical coherence bound, e.g. Elad 2010; derived in chapter 9). It holds verbatim with
+    :math:`s` the stripe norm :math:`\|\cdot\|_{0,\infty}^{s}` of a convolutional dictionary's codes
+    (chapter 9, ``eq-ch9-stripe-stability``). Raises ``ValueError`` ("invalid sparsity level") when
     :math:`\mu(2s - 1) \ge 1`. Implements chapter 9, equation ``eq-stability-bound``.
     """
     eps = _check_noise(eps)
@@ -257,8 +262,10 @@ def deep_uniqueness_holds(mus, sparsities) -> bool:
 
     For :math:`x = D_1\Gamma_1`, :math:`\Gamma_{i-1} = D_i\Gamma_i`, the set :math:`\{\Gamma_i\}` is the unique
     solution of the deep coding problem with :math:`\|\hat\Gamma_i\|_0 \le s_i` when
-    :math:`s_i < \tfrac12(1 + 1/\mu(D_i))` for every layer :math:`i` (Papyan et al. 2017; Li et al. 2024).
-    Implements chapter 9, equation ``eq-deep-uniqueness``.
+    :math:`s_i < \tfrac12(1 + 1/\mu(D_i))` for every layer :math:`i`. Papyan et al. (2017) and Li et al.
+    (2024) state uniqueness of deep sparse representations in their abstracts; this condition and its
+    proof are our derivation (chapter 9, ``thm-ch9-deep``). Implements chapter 9, equation
+    ``eq-deep-uniqueness``.
     """
     mus, sparsities = _check_layers(mus, sparsities)
     return all(s < uniqueness_bound(m) for m, s in zip(mus, sparsities))
@@ -272,7 +279,7 @@ def deep_stability_bounds(eps, mus, sparsities, *, mode: str = "layered") -> lis
 
     .. math:: \varepsilon_0 = \varepsilon, \qquad \varepsilon_i^2 = \frac{4\varepsilon_{i-1}^2}{1 - \mu(D_i)(2s_i - 1)}
 
-    (the form stated by Papyan et al. 2017). ``mode="consistent"``: only the first layer is noisy and
+    (our derivation, chapter 9, ``thm-ch9-deep``). ``mode="consistent"``: only the first layer is noisy and
     the estimates are exactly consistent, :math:`\hat\Gamma_{i-1} = D_i\hat\Gamma_i`; then the factor 4
     appears at the first layer only, :math:`\varepsilon_i^2 = \varepsilon_{i-1}^2/(1 - \mu(D_i)(2s_i - 1))` for
     :math:`i \ge 2`. Implements chapter 9, equations ``eq-deep-stability`` and ``eq-deep-stability-consistent``.

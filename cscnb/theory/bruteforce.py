@@ -2,7 +2,9 @@ r"""Exhaustive checks of the coherence bounds on small dictionaries (chapter 9).
 
 Each function enumerates supports (sets of atoms) and is exact up to floating-point round-off, so
 the chapter can compare a bound with the true worst case. The enumeration is exponential in the
-number of atoms; every function refuses problems with more than ``max_subsets`` supports.
+number of atoms; every function refuses problems with more than ``max_subsets`` supports. The
+functions that take ``supports`` enumerate a given family instead (for instance every support of a
+convolutional dictionary with stripe norm at most :math:`s`, :func:`cscnb.theory.stripe_supports`).
 Re-exported by :mod:`cscnb.theory`.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..core.validation import check_int, nonneg_number, positive_number
 
 __all__ = [
     "spark_bruteforce", "restricted_min_eigenvalue_bruteforce", "sparsest_solutions_bruteforce",
-    "BruteForceSolutions", "worst_stable_code_bruteforce", "WorstStableCode",
+    "BruteForceSolutions", "worst_stable_code_bruteforce", "WorstStableCode", "exact_representations_bruteforce",
 ]
 
 _CHUNK = 4096  # supports per batched linear-algebra call: bounds memory, keeps batches large
@@ -82,7 +84,8 @@ def restricted_min_eigenvalue_bruteforce(D: torch.Tensor, k: int, *, return_vect
                                          max_subsets: int = 200_000):
     r"""The smallest eigenvalue of any :math:`k`-column Gram matrix,
 
-    .. math:: \lambda_k(D) = \min_{|T| = k} \lambda_{\min}(D_T^\top D_T) = \min_{\|v\|_0 \le k,\, v \ne 0} \|Dv\|^2/\|v\|^2
+    .. math:: \lambda_k(D) = \min_{|T| = k} \lambda_{\min}(D_T^\top D_T)
+              = \min_{\|v\|_0 \le k,\, v \ne 0} \|Dv\|^2/\|v\|^2
 
     (the two agree because removing columns cannot lower :math:`\lambda_{\min}`, by interlacing). For
     unit-norm atoms Gershgorin gives :math:`\lambda_k \ge 1 - \mu(k - 1)`. With ``return_vector`` also
@@ -113,9 +116,17 @@ class BruteForceSolutions:
     codes: torch.Tensor           # (n_solutions, n_atoms)
 
 
+def _check_signal(x, n_features: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor of shape (n_features={n_features},), got {type(x).__name__}")
+    if x.shape != (n_features,):
+        raise ValueError(f"x must be a tensor of shape (n_features={n_features},), got {tuple(x.shape)}")
+    return x.detach()
+
+
 def sparsest_solutions_bruteforce(D: torch.Tensor, x: torch.Tensor, max_support: int, *, tol: float = 1e-9,
                                   stop_at_sparsest: bool = True, max_subsets: int = 200_000) -> BruteForceSolutions:
-    r"""All representations of ``x`` with at most ``max_support`` atoms, found by enumerating supports.
+    r"""The representations of ``x`` with at most ``max_support`` atoms, found by enumerating supports.
 
     Solves :math:`\min_z \|z\|_0` s.t. :math:`Dz = x` exactly for small ``D``: for every support :math:`T` with
     :math:`|T| \le` ``max_support`` it least-squares fits :math:`x \approx D_T c` and keeps :math:`c` when the
@@ -123,16 +134,19 @@ def sparsest_solutions_bruteforce(D: torch.Tensor, x: torch.Tensor, max_support:
     (so the support is exactly :math:`T`). With ``stop_at_sparsest`` it stops after the smallest size with
     a solution (the solutions of :math:`P_0`); otherwise it returns every size. Implements chapter 9,
     equation ``eq-p0``.
+
+    The list is complete when every enumerated support has independent columns, in particular when
+    ``max_support < spark(D)``, and always at the sparsest size (a dependent support that represents
+    ``x`` contains a smaller one that does). A support with dependent columns that represents ``x``
+    carries infinitely many representations; with ``stop_at_sparsest=False`` such a support beyond the
+    sparsest size raises ``ValueError`` instead of returning an incomplete list.
     """
     D = _check_dictionary(D)
-    if not isinstance(x, torch.Tensor) or x.shape != (D.shape[0],):
-        raise ValueError(f"x must be a tensor of shape (n_features={D.shape[0]},), got "
-                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+    x = _check_signal(x, D.shape[0]).to(D.dtype)
     max_support = check_int(max_support, "max_support", minimum=0, maximum=D.shape[1],
                             expected=f"an int in [0, n_atoms={D.shape[1]}]")
     tol = positive_number(tol, "tol")
     _check_size(D.shape[1], range(1, max_support + 1), max_subsets, "sparsest_solutions_bruteforce")
-    x = x.detach().to(D.dtype)
     threshold = tol * max(1.0, float(x.norm()))
     if float(x.norm()) <= threshold:  # the zero code represents x
         return BruteForceSolutions(0, [()], torch.zeros(1, D.shape[1], dtype=D.dtype))
@@ -144,7 +158,14 @@ def sparsest_solutions_bruteforce(D: torch.Tensor, x: torch.Tensor, max_support:
             # pseudo-inverse (not lstsq): also correct for rank-deficient supports, on every backend
             coefficients = (torch.linalg.pinv(columns) @ target).squeeze(-1)
             residual = (target.squeeze(-1) - (columns @ coefficients.unsqueeze(-1)).squeeze(-1)).norm(dim=1)
-            keep = (residual <= threshold) & (coefficients.abs() > threshold).all(dim=1)
+            represents = residual <= threshold
+            if sparsity is not None and represents.any():
+                dependent = torch.linalg.matrix_rank(columns[represents]) < k
+                if dependent.any():
+                    bad = tuple(supports[represents][dependent][0].tolist())
+                    raise ValueError(f"support {bad} has linearly dependent columns and represents x: x has "
+                                     f"infinitely many representations with {k} atoms (max_support >= spark(D))")
+            keep = represents & (coefficients.abs() > threshold).all(dim=1)
             for row in keep.nonzero().flatten().tolist():
                 code = torch.zeros(D.shape[1], dtype=D.dtype)
                 code[supports[row]] = coefficients[row]
@@ -156,6 +177,56 @@ def sparsest_solutions_bruteforce(D: torch.Tensor, x: torch.Tensor, max_support:
                 break
     stacked = torch.stack(codes) if codes else torch.zeros(0, D.shape[1], dtype=D.dtype)
     return BruteForceSolutions(sparsity, supports_found, stacked)
+
+
+def _support_batches(supports, what: str):
+    # a family of supports (tuples of column indices) as LongTensor batches of equal size
+    if isinstance(supports, (str, bytes)) or not hasattr(supports, "__iter__"):
+        raise TypeError(f"supports must be a list of tuples of column indices, got {type(supports).__name__}")
+    by_size = {}
+    for support in supports:
+        support = tuple(support)
+        if support:
+            by_size.setdefault(len(support), []).append(support)
+    if not by_size:
+        raise ValueError(f"{what}: supports holds no non-empty support")
+    for size, group in sorted(by_size.items()):
+        for start in range(0, len(group), _CHUNK):
+            yield torch.tensor(group[start:start + _CHUNK], dtype=torch.long).reshape(-1, size)
+
+
+def exact_representations_bruteforce(D: torch.Tensor, x: torch.Tensor, supports, *, tol: float = 1e-9) -> torch.Tensor:
+    r"""Every code :math:`z` with :math:`Dz = x` whose support lies inside one of ``supports``, by enumeration.
+
+    For each support :math:`T` of the family it least-squares fits :math:`x \approx D_T c`; when the residual is at
+    most ``tol``:math:`\cdot\max(1, \|x\|)`, :math:`c` (zeros allowed) is an exact representation, and it is the
+    only one on :math:`T` if :math:`D_T` has independent columns. A representing support with dependent columns
+    (infinitely many representations) raises ``ValueError``. Passing the maximal supports of a family closed
+    under taking subsets (for instance :func:`cscnb.theory.stripe_supports` with ``maximal=True``) covers every
+    member. Returns the distinct codes found, shape ``(n_codes, n_atoms)`` (rows that agree to ``tol`` merged).
+    Checks chapter 9, ``thm-ch9-stripe``.
+    """
+    D = _check_dictionary(D)
+    x = _check_signal(x, D.shape[0]).to(D.dtype)
+    tol = positive_number(tol, "tol")
+    threshold = tol * max(1.0, float(x.norm()))
+    codes = []
+    for batch in _support_batches(supports, "exact_representations_bruteforce"):
+        columns = _columns(D, batch)
+        target = x.expand(len(batch), -1).unsqueeze(-1)
+        coefficients = (torch.linalg.pinv(columns) @ target).squeeze(-1)
+        residual = (target.squeeze(-1) - (columns @ coefficients.unsqueeze(-1)).squeeze(-1)).norm(dim=1)
+        represents = residual <= threshold
+        if not represents.any():
+            continue
+        if (torch.linalg.matrix_rank(columns[represents]) < batch.shape[1]).any():
+            raise ValueError("a support with linearly dependent columns represents x: infinitely many representations")
+        for row in represents.nonzero().flatten().tolist():
+            code = torch.zeros(D.shape[1], dtype=D.dtype)
+            code[batch[row]] = coefficients[row]
+            if not any(float((code - c).abs().max()) <= threshold for c in codes):
+                codes.append(code)
+    return torch.stack(codes) if codes else torch.zeros(0, D.shape[1], dtype=D.dtype)
 
 
 @dataclass(frozen=True)
@@ -192,8 +263,10 @@ def _farthest_in_ellipsoid(c: torch.Tensor, lam: torch.Tensor, rho_sq: torch.Ten
     return torch.where(rho > 0, u, torch.zeros_like(u))
 
 
-def worst_stable_code_bruteforce(D: torch.Tensor, x: torch.Tensor, code: torch.Tensor, eps: float, s: int, *,
-                                 max_subsets: int = 200_000) -> WorstStableCode:
+
+
+def worst_stable_code_bruteforce(D: torch.Tensor, x: torch.Tensor, code: torch.Tensor, eps: float, s: int | None, *,
+                                 supports=None, max_subsets: int = 200_000) -> WorstStableCode:
     r"""The worst sparse code consistent with the noisy signal, by enumeration of supports:
 
     .. math:: \max_{\hat\Gamma} \|\hat\Gamma - \Gamma\|_2^2 \quad \text{s.t.} \quad \|\hat\Gamma\|_0 \le s,\
@@ -202,34 +275,46 @@ def worst_stable_code_bruteforce(D: torch.Tensor, x: torch.Tensor, code: torch.T
     Every support of size :math:`s` contributes an ellipsoid :math:`\{c : \|x - D_T c\| \le \varepsilon\}`
     (smaller supports are its faces); the farthest point of each from :math:`\Gamma` is found exactly
     (trust-region secular equation, bisection). ``code`` is the reference :math:`\Gamma`. Needs every
-    :math:`s` columns independent (:math:`s < \operatorname{spark}(D)`). Checks chapter 9, equation
-    ``eq-stability-bound``.
+    :math:`s` columns independent (:math:`s < \operatorname{spark}(D)`). With ``supports`` (and ``s=None``)
+    the constraint :math:`\|\hat\Gamma\|_0 \le s` is replaced by "the support of :math:`\hat\Gamma` lies in one
+    of ``supports``" (for instance the maximal supports with stripe norm at most :math:`s`,
+    :func:`cscnb.theory.stripe_supports`). Checks chapter 9, equations ``eq-stability-bound`` and
+    ``eq-ch9-stripe-stability``.
     """
     D = _check_dictionary(D)
     n_features, n_atoms = D.shape
-    for value, name, size in ((x, "x", n_features), (code, "code", n_atoms)):
-        if not isinstance(value, torch.Tensor) or value.shape != (size,):
-            raise ValueError(f"{name} must be a tensor of shape ({size},)")
+    x = _check_signal(x, n_features)
+    if not isinstance(code, torch.Tensor):
+        raise TypeError(f"code must be a torch.Tensor of shape ({n_atoms},), got {type(code).__name__}")
+    if code.shape != (n_atoms,):
+        raise ValueError(f"code must have shape ({n_atoms},), got {tuple(code.shape)}")
     eps = nonneg_number(eps, "eps")
-    s = check_int(s, "s", minimum=1, maximum=min(n_atoms, n_features),
-                  expected=f"an int in [1, min(n_features, n_atoms)={min(n_atoms, n_features)}]")
-    _check_size(n_atoms, [s], max_subsets, "worst_stable_code_bruteforce")
-    x, code = x.detach().to(D.dtype), code.detach().to(D.dtype)
+    if supports is None:
+        s = check_int(s, "s", minimum=1, maximum=min(n_atoms, n_features),
+                      expected=f"an int in [1, min(n_features, n_atoms)={min(n_atoms, n_features)}]")
+        _check_size(n_atoms, [s], max_subsets, "worst_stable_code_bruteforce")
+        batches = _supports(n_atoms, s)
+    else:
+        if s is not None:
+            raise ValueError("pass either s (every support of size s) or supports, not both")
+        batches = _support_batches(supports, "worst_stable_code_bruteforce")
+    x, code = x.to(D.dtype), code.detach().to(D.dtype)
     best = WorstStableCode(-math.inf, code.clone(), ())
-    for supports in _supports(n_atoms, s):
-        columns = _columns(D, supports)
+    for batch in batches:
+        columns = _columns(D, batch)
         lam, basis = torch.linalg.eigh(columns.mT @ columns)
         if (lam[:, 0] <= 1e-12 * lam[:, -1]).any():
-            raise ValueError(f"some {s} columns of D are linearly dependent (s >= spark): the worst case is unbounded")
+            raise ValueError(f"some supports of {batch.shape[1]} columns of D are linearly dependent "
+                             "(s >= spark): the worst case is unbounded")
         rhs = (basis.mT @ (columns.mT @ x).unsqueeze(-1)).squeeze(-1)
         least_squares = (basis @ (rhs / lam).unsqueeze(-1)).squeeze(-1)
         rho_sq = eps ** 2 - (x - (columns @ least_squares.unsqueeze(-1)).squeeze(-1)).pow(2).sum(dim=1)
         feasible = rho_sq >= 0
         if not feasible.any():
             continue
-        supports, basis, lam = supports[feasible], basis[feasible], lam[feasible]
+        batch, basis, lam = batch[feasible], basis[feasible], lam[feasible]
         least_squares, rho_sq = least_squares[feasible], rho_sq[feasible]
-        on_support = code[supports]
+        on_support = code[batch]
         off_support_sq = code.pow(2).sum() - on_support.pow(2).sum(dim=1)
         offset = (basis.mT @ (least_squares - on_support).unsqueeze(-1)).squeeze(-1)
         step = _farthest_in_ellipsoid(offset, lam, rho_sq)
@@ -237,8 +322,9 @@ def worst_stable_code_bruteforce(D: torch.Tensor, x: torch.Tensor, code: torch.T
         row = int(values.argmax())
         if float(values[row]) > best.error_sq:
             worst = torch.zeros(n_atoms, dtype=D.dtype)
-            worst[supports[row]] = least_squares[row] + basis[row] @ step[row]
-            best = WorstStableCode(float(values[row]), worst, tuple(supports[row].tolist()))
+            worst[batch[row]] = least_squares[row] + basis[row] @ step[row]
+            best = WorstStableCode(float(values[row]), worst, tuple(batch[row].tolist()))
     if best.error_sq == -math.inf:
-        raise ValueError(f"no code with at most s={s} non-zeros fits x within eps={eps}")
+        what = f"no code with at most s={s} non-zeros" if supports is None else "no code on the given supports"
+        raise ValueError(f"{what} fits x within eps={eps}")
     return best
