@@ -342,8 +342,10 @@ class CSCLayer(nn.Module):
 def test_time_lam(model: nn.Module, lam):
     r"""Set :math:`\lambda` of every :class:`CSCLayer` in ``model`` to ``lam`` inside the ``with`` block.
 
-    Solves the layers' problems with a different sparsity weight at test time (chapter 13; Dai et al.
-    2022). The previous values are restored on exit, also when the block raises.
+    Solves the layers' problems with a different sparsity weight at test time (chapter 13). The SDNet
+    authors' robust inference changes the stem layer's λ only: pass that layer as ``model``, or use
+    :func:`cscnb.robustness.lam_sweep` with ``layers="stem"``. The previous values are restored on exit,
+    also when the block raises.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -1,8 +1,8 @@
 r"""Common noise corruptions of images at five severities, in torch (chapter 13).
 
 Four of the noise corruptions of CIFAR-10-C :cite:p:`hendrycks2019benchmarking`, written in torch so they run
-on the input's device and are reproducible from a ``torch.Generator``. The severity parameters are the
-published CIFAR-10-C ones (``make_cifar_c.py`` of the benchmark's authors):
+on the input's device and are reproducible from a ``torch.Generator``. The severity parameters are those of the
+benchmark authors' CIFAR-10-C generation script ``make_cifar_c.py`` :cite:p:`hendrycks2019code`:
 
 * ``gaussian``: :math:`x + \sigma\varepsilon`, :math:`\sigma` = 0.04, 0.06, 0.08, 0.09, 0.10;
 * ``shot``: :math:`\operatorname{Poisson}(c\,x)/c`, photons :math:`c` = 500, 250, 100, 75, 50;
