@@ -1,8 +1,7 @@
 r"""Swap the ``nn.Conv2d`` layers of any model for :class:`cscnb.nn.csc_layer.CSCLayer` (chapter 12).
 
-``convert(model)`` turns a CNN into its sparse-coding twin (SDNet-18 of :cite:t:`dai2022revisiting` has a CSC
-layer in place of ResNet-18's stem convolution only, the -all variants also in place of every 3×3 convolution;
-the authors build these models directly): every selected convolution becomes a layer that solves
+``convert(model)`` turns a CNN into its sparse-coding twin (:cite:t:`dai2022revisiting` build
+SDNet-18 from ResNet-18 this way): every selected convolution becomes a layer that solves
 ``eq-ch12-model`` with the same in/out channels, kernel, stride and padding, so output shapes and
 the rest of the model are unchanged.
 """
