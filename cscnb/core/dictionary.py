@@ -73,8 +73,11 @@ class Dictionary:
 
         The estimate is cached per (weight version, signal size, dtype, device): it is
         recomputed only after the weight changed. Power iteration approaches
-        :math:`\|D\|_2^2` from below, hence the small safety margin, which keeps the
-        step :math:`1/L` admissible for ISTA/FISTA (chapter 5, ``eq-ista``).
+        :math:`\|D\|_2^2` from below, hence the small safety margin: it makes
+        :math:`L \ge \|D^\top D\|_2` (so the step :math:`1/L` is admissible for ISTA/FISTA, chapter 5,
+        ``eq-ista``) whenever the power iteration has come within that margin, which is not guaranteed
+        when the top eigenvalues are close (it stops when the Rayleigh quotient changes by less than
+        ``tol`` relative, or after ``n_iter`` iterations).
         """
         key = self._lipschitz_key(signal_size)
         cache = self.__dict__.setdefault("_lipschitz_cache", {})

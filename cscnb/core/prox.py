@@ -23,7 +23,9 @@ def soft_threshold(u: torch.Tensor, t) -> torch.Tensor:
     r"""Soft threshold :math:`S_t(u) = \operatorname{sign}(u)\max(|u| - t, 0)`.
 
     The proximal operator of :math:`t|\cdot|`:
-    :math:`S_t(u) = \argmin_a \tfrac12 (u - a)^2 + t|a|`.
+    :math:`S_t(u) = \argmin_a \tfrac12 (u - a)^2 + t|a|`; for :math:`t = \sigma^2\lambda` the MAP estimate
+    (posterior mode) of a Laplace coefficient observed in Gaussian noise, not its posterior mean
+    (chapter 1, ``prop-ch1-map-not-mmse``).
 
     Implements chapter 1, equation :math:`\eqref{eq-soft-threshold}` (label ``eq-soft-threshold``).
     """

@@ -1,10 +1,12 @@
 r"""Models built from sparse-coding layers.
 
-``HierarchicalSparseCodingNet`` is chapter 4's model: a hierarchy of non-negative convolutional
-sparse codes :math:`x \approx D_1 z_1,\ z_1 \approx D_2 z_2,\ \dots` (each code with an exponential
-prior), inferred layer by layer with one proximal-gradient step each, and multinomial logistic
-regression on the top code. No normalization and no pooling: down-sampling is the stride of the
-convolutional dictionaries.
+``HierarchicalSparseCodingNet`` is chapter 4's model: a cascade of per-layer non-negative convolutional
+sparse-coding steps — layer :math:`\ell` treats the code :math:`\hat z_{\ell-1}` of the layer below as its
+observation, :math:`\hat z_{\ell-1} \approx D_\ell z_\ell` with an exponential prior on :math:`z_\ell`
+(``eq-ch4-hierarchy``) — and multinomial logistic regression on the top code. With ``n_iter=1``,
+``step=1`` and :math:`D_\ell^\top D_\ell = I` each step is that layer's MAP code; the cascade is not the MAP of
+a joint model over all codes (``prop-ch4-cascade-not-joint``). No normalization and no pooling:
+down-sampling is the stride of the convolutional dictionaries.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ class HierarchicalSparseCodingConfig:
     kernel_size: int = 3                     # square kernels
     padding: int | None = None               # None = kernel_size // 2 ("same" size at stride 1); 0 for non-overlapping atoms
     n_iter: int = 1                          # proximal-gradient steps per layer (1 = a plain CNN layer)
-    step: float = 1.0                        # step η; 1 is the orthogonal-dictionary assumption (chapter 3)
+    step: float = 1.0                        # step η; exact for orthogonal D (chapter 3); prop-ch4-first-ista-step
     threshold: float = 0.01                  # initial per-atom threshold θ = σ²λ (must be > 0 to be trainable)
     n_classes: int = 10                      # digits 0..9
 
@@ -69,7 +71,7 @@ class HierarchicalSparseCodingConfig:
 
 
 class HierarchicalSparseCodingNet(nn.Module):
-    r"""Layer-wise MAP of a non-negative convolutional sparse-coding hierarchy + logistic regression.
+    r"""A cascade of per-layer non-negative convolutional sparse-coding steps + logistic regression.
 
     Layer :math:`\ell` computes :math:`z_\ell` = ``n_iter`` steps of
     :math:`\min_{z \ge 0}\tfrac12\|z_{\ell-1} - D_\ell z\|^2 + \theta_\ell^\top z` (chapter 4, ``eq-ch4-layer-map``)

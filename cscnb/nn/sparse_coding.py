@@ -12,8 +12,11 @@ Each layer holds a dictionary :math:`D` (its weight) and per-atom thresholds
 :math:`z_0 = 0` the first step is :math:`\operatorname{ReLU}(\eta D^\top x - \eta\theta)`; for
 :math:`\eta = 1` this is exactly a convolution (or linear map) with bias :math:`-\theta` followed by
 ReLU — the one-step, orthogonal-dictionary (:math:`D^\top D = I`, hence Lipschitz constant 1) reading
-of a CNN layer of :cite:t:`bowren2021sparse`. More steps converge to the sparse code only if
-:math:`\eta \le 1/\|D^\top D\|_2`.
+of a CNN layer of :cite:t:`bowren2021sparse`. More steps converge to the sparse code for every step
+:math:`0 < \eta < 2/\|D^\top D\|_2`; :math:`\eta \le 1/\|D^\top D\|_2` is the range in which chapter 5
+proves the monotone decrease and the :math:`O(1/k)` rate. A unit step with :math:`\|D^\top D\|_2 > 2` (as in the
+trained layers of chapter 4) lies outside that range; chapter 4, ``prop-ch4-first-ista-step``, reads one such
+step as the first admissible step up to a positive factor.
 
 **Non-negative thresholds.** The trainable parameter is :math:`\rho` with :math:`\theta = |\rho|`:
 non-negative by construction, its gradient does not vanish near :math:`\theta = 0` (unlike

@@ -181,8 +181,10 @@ def box_kkt_cases(objective: sp.Expr, a: sp.Symbol, lower=None, upper=None) -> l
 def cases_to_piecewise(cases: Sequence[Case]) -> sp.Piecewise:
     """Combine cases into one ``sp.Piecewise`` (the last case becomes the default branch).
 
-    The caller is responsible for the cases covering every input; with :func:`scalar_prox_by_cases`
-    and :func:`box_kkt_cases` on convex problems they partition the line up to shared boundaries.
+    The last case's condition is dropped, so the Piecewise alone cannot show that the cases cover
+    every input: check coverage by deciding *every* case's condition on each region (:func:`decide`),
+    as chapters 1–3 do. With :func:`scalar_prox_by_cases` and :func:`box_kkt_cases` on convex problems
+    the cases partition the line up to shared boundaries.
     Builds the piecewise maps of chapter 1 (``eq-soft-threshold``) and chapter 2 (``eq-relu-bias``,
     ``eq-ch2-clipped-relu``).
     """
