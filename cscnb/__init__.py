@@ -19,10 +19,11 @@ Subpackages by role (lower layers never import higher ones):
   ``convert`` (12–13);
 * ``models`` — whole networks: the hierarchical sparse-coding net (4), the chapters' classifiers (7–8,
   11–13), ResNet/SDNet (14) and the training model factory;
-* ``robustness`` — corruptions and attacks (chapter 13);
 * ``profiling`` — the CSC layer against its cost floor (chapter 12), training cost models (chapter 14);
 * ``train`` — ``python -m cscnb.train``: configs and presets, data batches, the loop, checkpoints,
-  results and the reproduction table of chapter 14.
+  results and the reproduction table of chapter 14;
+* ``robustness`` — corruptions, attacks and test-time λ (chapter 13), and ``python -m cscnb.robustness``,
+  the robustness report of a trained run (chapter 14; it rebuilds runs with ``train``).
 
 The names below are the stable public surface. ``import cscnb`` is cheap: each name is imported from
 its module on first use (PEP 562), so neither the training system nor SymPy nor scikit-learn is loaded

@@ -1,15 +1,21 @@
-"""Robustness experiments (chapter 13): common corruptions and gradient attacks.
+"""Robustness experiments (chapters 13 and 14): corruptions, gradient attacks, test-time λ at paper scale.
 
 * :mod:`~cscnb.robustness.corruptions` — Gaussian, shot, impulse and speckle noise at the five CIFAR-10-C
   severities;
 * :mod:`~cscnb.robustness.attacks` — FGSM and PGD in the :math:`\\ell_\\infty` and :math:`\\ell_2` balls;
-* :mod:`~cscnb.robustness.sweeps` — test-time λ of CSC networks: sweeps and the choice on validation data.
+* :mod:`~cscnb.robustness.sweeps` — test-time λ of CSC networks: sweeps and the choice on validation data;
+* :mod:`~cscnb.robustness.noises` — the SDNet authors' synthetic noises at their levels (chapter 14);
+* :mod:`~cscnb.robustness.adaptive` — SDNet's per-input λ read off the stem's reconstruction error (chapter 14);
+* :mod:`~cscnb.robustness.evaluate` and ``python -m cscnb.robustness RUN_DIR`` (:mod:`~cscnb.robustness.cli`) —
+  a trained run's accuracy under noises, CIFAR-10-C and attacks for a sweep of test-time λ, as JSON
+  (chapter 14). Imported on first use: ``import cscnb.robustness`` does not load the training system.
 """
 from .attacks import fgsm, pgd, project_to_ball, steepest_ascent_direction
 from .corruptions import (CIFAR10C_PARAMETERS, CORRUPTIONS, corrupt, corruption_parameter, gaussian_noise,
                           impulse_noise, shot_noise, speckle_noise)
+from .noises import SDNET_LAMS, SDNET_NOISE_LEVELS, SDNET_NOISES, sdnet_noise
 from .sweeps import csc_layers, lam_sweep, select_lam
 
 __all__ = ["CIFAR10C_PARAMETERS", "CORRUPTIONS", "corruption_parameter", "corrupt", "gaussian_noise", "shot_noise",
            "impulse_noise", "speckle_noise", "fgsm", "pgd", "steepest_ascent_direction", "project_to_ball"]
-__all__ += ["csc_layers", "lam_sweep", "select_lam"]
+__all__ += ["csc_layers", "lam_sweep", "select_lam", "SDNET_LAMS", "SDNET_NOISE_LEVELS", "SDNET_NOISES", "sdnet_noise"]

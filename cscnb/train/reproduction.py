@@ -1,126 +1,130 @@
-r"""Reproduction targets and the loader that fills their table from ``results/`` (chapter 14).
+r"""Reproduction targets, the loader that fills their table from ``results/``, and our presets vs the authors' recipe.
 
-Every row of chapter 14's GPU-scale table is a :class:`ReproductionTarget`: a number a paper reports
-(as the paper states it — a cited figure, never one of ours), the preset and exact command line that
-reproduce it, and the summary key holding our value. :func:`reproduction_report` scans a results folder
-(``python -m cscnb.train`` writes one sub-folder per run, see :mod:`cscnb.train.results`) and gives each row a
-status computed from the run files only:
+Every row of chapter 14's GPU-scale table is a :class:`ReproductionTarget`: a figure the SDNet authors
+state (the "Pre-trained Models" table of their repository's README, :cite:p:`sdnet_repository`; see
+:mod:`cscnb.train.authors_recipe`), the preset and command that reproduce it, and the summary key holding
+our value. :func:`reproduction_report` scans a results folder (one sub-folder per run, written by
+``python -m cscnb.train``) and gives each row a status computed from the run files only
+(chapter 14, ``eq-ch14-status``), comparing the mean final test accuracy :math:`m` of the finished runs
+with the paper's figure :math:`p` and the row's stated tolerance :math:`\tau` (0.5 points by default):
 
-* ``reproduced: 95.10 %`` — one or more *finished* runs (``summary.json`` present) of the row's preset
-  with the preset's recipe unchanged; the value is the mean of their ``final_test_accuracy``;
-* ``unfinished run (epoch k of n)`` — only interrupted or running runs (no ``summary.json`` yet);
-* ``not yet run here`` — no run of that preset (or no results folder at all).
+* ``reproduced (95.10 % vs 95.34 %, within 0.5 pt; 1 run)`` — :math:`|m - p| \le \tau`;
+* ``below the paper (93.20 % vs 95.34 %, 2.14 pt below; tolerance 0.5 pt; 3 runs, std 0.10 pt)`` — :math:`m < p - \tau`
+  (``above the paper …`` for :math:`m > p + \tau`);
+* ``ran: 98.89 % (1 run), no paper figure`` — a row without a stated figure (e.g. the ResNet-18 baseline,
+  or the book's CPU runs, which are never credited as a reproduction);
+* ``failed run (…)``, ``unfinished run (epoch k of n)``, ``not yet run here``, or ``no preset here (…)``.
 
-**Malformed run folders** (unreadable or invalid JSON, a missing ``config.json`` or ``provenance.json``,
-an unparsable ``metrics.csv``) are *skipped*, and every skipped folder is listed with the file and the
-reason in :attr:`ReproductionReport.skipped`, which the rendered table prints below the rows: one broken
-copy must not hide the other runs. With ``strict=True`` the first malformed folder raises
-:class:`RunFolderError` (a ``ValueError``) naming the folder and the file instead.
-
-What a run costs (FLOPs, wall time for an assumed throughput) is estimated by :mod:`cscnb.profiling.cost_models`.
+A run counts only with its preset's recipe unchanged (every field but :data:`NOT_RECIPE`); malformed run
+folders are skipped and listed (:mod:`cscnb.train.run_folders`). :func:`recipe_comparison` compares each
+reproduction preset, read at run time, with the authors' recipe, fact by fact.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 
-from . import results
-from .config import PRESETS
+from .authors_recipe import AUTHORS_HARDWARE, IMPLICIT, PAPER_FIGURES, REASONS, RECIPE, show
+from .config import PRESETS, TrainConfig, preset_config
+from .run_folders import RunFolderError, SkippedRun, read_run_folder
 
-__all__ = ["NOT_STATED", "NOT_RUN", "ReproductionTarget", "TARGETS", "RunValue", "SkippedRun", "RunFolderError",
-           "ReproductionRow", "ReproductionReport", "recipe_mismatches", "read_run_folder", "reproduction_report",
-           "report_markdown"]
+__all__ = ["NOT_STATED", "NOT_RUN", "NOT_RECIPE", "DEFAULT_TOLERANCE", "ReproductionTarget", "TARGETS", "RunValue",
+           "SkippedRun", "RunFolderError", "ReproductionRow", "ReproductionReport", "compare_status",
+           "recipe_mismatches", "read_run_folder", "reproduction_report", "report_markdown", "RecipeRow",
+           "recipe_comparison", "recipe_markdown"]
 
-NOT_STATED = "not stated here (see paper)"
+NOT_STATED = "no figure in the available sources"
 NOT_RUN = "not yet run here"
-# settings that change where or how fast a run goes, not what it computes (bf16 autocast is the recipe's
-# speed choice; a float32 run of the same recipe still reproduces it)
-_NOT_RECIPE = frozenset({"threads", "amp", "device", "compile", "workers", "data_dir", "out_dir", "run_name",
-                         "resume", "progress", "eval_every"})
+DEFAULT_TOLERANCE = 0.005
+#: settings that change where, how fast or how verbosely a run goes, or which seed it draws — not what recipe
+#: it follows (bf16 autocast and float64 DO change the recipe: the authors train in float32)
+NOT_RECIPE = frozenset({"preset", "seed", "device", "threads", "workers", "data_dir", "out_dir", "run_name", "resume",
+                        "progress", "eval_every", "log_every", "tensorboard", "compile", "channels_last",
+                        "cudnn_benchmark", "deterministic"})
 
 
 @dataclass(frozen=True)
 class ReproductionTarget:
-    """One reported number and how to reproduce it: a row of chapter 14's table (``eq-ch14-status``).
+    """One stated figure and how to reproduce it: a row of chapter 14's table (``eq-ch14-status``).
 
-    ``reported`` is the figure as the paper states it (or :data:`NOT_STATED` when we could not confirm
-    it); ``reported_value`` the same figure as a fraction; ``metric`` the ``summary.json`` key holding
-    our value; ``preset`` the :data:`cscnb.train.config.PRESETS` entry whose runs count; ``command`` the
-    exact command line; ``data`` the data folder layout the command expects.
+    ``reported_value`` is the figure as a fraction (None: no figure stated), cited to ``source`` (a
+    bibliography key); ``preset`` the :data:`~cscnb.train.config.PRESETS` entry whose runs count (None, or a
+    name this version lacks: "no preset here"); ``command`` the single-process command line; ``tolerance``
+    the half-width (fraction) within which our mean counts as reproducing the figure.
     """
     key: str
-    paper: str
+    paper: str | None
     claim: str
     reported: str
     reported_value: float | None
-    preset: str
-    command: str
+    preset: str | None
+    command: str | None
     data: str
     metric: str = "final_test_accuracy"
+    source: str | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    missing_reason: str = ""
 
     def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         if self.metric not in ("final_test_accuracy", "best_test_accuracy"):
             raise ValueError(f"metric must be final_test_accuracy or best_test_accuracy, got {self.metric!r}")
         if self.reported_value is not None and not 0 < self.reported_value <= 1:
             raise ValueError(f"reported_value must be a fraction in (0, 1], got {self.reported_value!r}")
+        if not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must be a fraction in (0, 1), got {self.tolerance!r}")
+        if self.preset is not None and not isinstance(self.preset, str):
+            raise TypeError(f"preset must be a str or None, got {type(self.preset).__name__}")
+
+    @property
+    def available(self) -> bool:
+        """Whether this version has the row's preset (the "-all" presets may come later)."""
+        return self.preset is not None and self.preset in PRESETS
 
 
-_CIFAR10 = "DATA/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin"
-_CIFAR100 = "DATA/cifar-100-binary/{train,test}.bin"
-_IMAGENET = "DATA/imagenet/{train,val}/<class>/*.JPEG"
+_DATA = {"cifar10": ("cifar-10-batches-bin", "DATA/cifar-10-batches-bin/{data_batch_1..5,test_batch}.bin"),
+         "cifar100": ("cifar-100-binary", "DATA/cifar-100-binary/{train,test}.bin"),
+         "imagenet": ("imagenet", "DATA/imagenet/{train,val}/<class>/*.JPEG")}
+_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
+_NO_SHORTCUT = "ResNets without shortcuts are not implemented here"
 
-#: The GPU-scale numbers of Dai et al. 2022 (SDNet). 95.34 % and 78.45 % are the SDNet-18 figures of the
-#: "Pre-trained Models" table in the README of the authors' repository (github.com/Delay-Xili/SDNet), which
-#: states no ResNet-18 baseline; rows without a confirmed figure read NOT_STATED instead of a remembered number.
+
+def _target(model: str, dataset: str, preset: str | None, missing: str = "") -> ReproductionTarget:
+    value = PAPER_FIGURES.get((model, dataset))
+    folder, layout = _DATA[dataset]
+    command = None if preset is None else f"python -m cscnb.train --preset {preset} --data-dir DATA/{folder}"
+    key = preset or f"{model.lower().replace('-', '').replace(' (no shortcut)', '-noshortcut')}-{dataset}"
+    return ReproductionTarget(key, "dai2022revisiting" if value is not None else None,
+                              f"{model} top-1 accuracy, {_NAMES[dataset]}", NOT_STATED if value is None
+                              else f"{100 * value:.2f} %", value, preset, command, layout,
+                              source="sdnet_repository" if value is not None else None, missing_reason=missing)
+
+
+#: the rows of the authors' "Pre-trained Models" table, plus our ResNet-18 baseline (no figure stated there)
 TARGETS = (
-    ReproductionTarget("sdnet18-cifar10", "dai2022revisiting", "SDNet-18 test accuracy, CIFAR-10", "95.34 %",
-                       0.9534, "sdnet18-cifar10",
-                       "python -m cscnb.train --preset sdnet18-cifar10 --data-dir DATA/cifar-10-batches-bin",
-                       _CIFAR10),
-    ReproductionTarget("resnet18-cifar10", "dai2022revisiting", "ResNet-18 baseline, CIFAR-10 (same recipe)",
-                       NOT_STATED, None, "resnet18-cifar10",
-                       "python -m cscnb.train --preset resnet18-cifar10 --data-dir DATA/cifar-10-batches-bin",
-                       _CIFAR10),
-    ReproductionTarget("sdnet18-cifar100", "dai2022revisiting", "SDNet-18 test accuracy, CIFAR-100", "78.45 %",
-                       0.7845, "sdnet18-cifar100",
-                       "python -m cscnb.train --preset sdnet18-cifar100 --data-dir DATA/cifar-100-binary",
-                       _CIFAR100),
-    ReproductionTarget("sdnet18-imagenet", "dai2022revisiting", "SDNet-18 top-1 accuracy, ImageNet", NOT_STATED,
-                       None, "sdnet18-imagenet",
-                       "torchrun --nproc_per_node=8 -m cscnb.train --preset sdnet18-imagenet "
-                       "--data-dir DATA/imagenet --no-progress", _IMAGENET),
+    _target("SDNet-18", "cifar10", "sdnet18-cifar10"), _target("SDNet-18-all", "cifar10", "sdnet18-all-cifar10"),
+    _target("SDNet-18-all (no shortcut)", "cifar10", None, _NO_SHORTCUT),
+    _target("ResNet-18", "cifar10", "resnet18-cifar10"),
+    _target("SDNet-18", "cifar100", "sdnet18-cifar100"), _target("SDNet-18-all", "cifar100", "sdnet18-all-cifar100"),
+    _target("SDNet-18-all (no shortcut)", "cifar100", None, _NO_SHORTCUT),
+    _target("SDNet-18", "imagenet", "sdnet18-imagenet"), _target("SDNet-18-all", "imagenet", "sdnet18-all-imagenet"),
+    _target("SDNet-18-all (no shortcut)", "imagenet", None, _NO_SHORTCUT),
 )
 
 
 @dataclass(frozen=True)
 class RunValue:
-    """One finished run of a target: folder name, git commit, final and best test accuracy, epochs."""
+    """One finished run of a target: folder, git commit, final and best test accuracy, epochs, processes."""
     name: str
     commit: str
     final: float
     best: float | None
     epochs: int
     end_time: str
-
-
-@dataclass(frozen=True)
-class SkippedRun:
-    """A run folder the loader could not use, the file at fault and why."""
-    folder: str
-    file: str
-    reason: str
-
-
-class RunFolderError(ValueError):
-    """A malformed run folder (``strict=True``); ``folder`` and ``file`` name the culprit."""
-
-    def __init__(self, folder: str, file: str, reason: str):
-        super().__init__(f"run folder {folder!r}: {file}: {reason}")
-        self.folder, self.file, self.reason = folder, file, reason
+    world_size: int = 1
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -129,9 +133,10 @@ class ReproductionRow:
     target: ReproductionTarget
     status: str
     value: float | None
-    runs: tuple = ()            # RunValue of every finished run that counts
+    runs: tuple = ()            # RunValue of every finished run that counts, newest first
     unfinished: tuple = ()      # (name, epochs done, epochs planned) of runs without summary.json
     ignored: tuple = ()         # (name, "field=value (recipe: value)") of runs that changed the recipe
+    failed: tuple = ()          # (name, reason) of runs that stopped with failed.json
 
 
 @dataclass(frozen=True)
@@ -143,67 +148,62 @@ class ReproductionReport:
     skipped: tuple = field(default=())
 
 
-def recipe_mismatches(config: dict, preset: str) -> list:
-    """The recipe settings of ``preset`` that ``config`` changed, as ``"field=value (recipe: value)"``.
-
-    A run reproduces a row only with the preset's recipe; device, threads, autocast, paths and the like
-    are not part of it. Decides which runs enter :math:`R` and :math:`U` of chapter 14, ``eq-ch14-status``.
-    """
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    return [f"{key}={config.get(key)!r} (recipe: {value!r})" for key, value in sorted(PRESETS[preset].items())
-            if key not in _NOT_RECIPE and config.get(key) != value]
-
-
-def _read_json(folder: str, name: str, required: bool = True):
-    path = os.path.join(folder, name)
-    if not os.path.isfile(path):
-        if required:
-            raise RunFolderError(folder, name, "missing")
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunFolderError(folder, name, f"unreadable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise RunFolderError(folder, name, f"expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def read_run_folder(folder: str) -> results.RunRecord:
-    """Read one run folder, raising :class:`RunFolderError` (naming the file) when it is malformed.
-
-    Checks what the table needs: ``config.json`` and ``provenance.json`` are JSON objects, ``config``
-    names a preset and its epochs, ``summary.json`` (if present) holds a numeric ``final_test_accuracy``,
-    and ``metrics.csv`` parses. Supplies the run files of chapter 14, ``eq-ch14-status``.
-    """
-    config = _read_json(folder, "config.json")
-    for key in ("preset", "epochs"):
-        if key not in config:
-            raise RunFolderError(folder, "config.json", f"no {key!r} field")
-    provenance = _read_json(folder, "provenance.json")
-    summary = _read_json(folder, "summary.json", required=False)
-    if summary is not None:
-        for key, optional in (("final_test_accuracy", False), ("best_test_accuracy", True)):
-            value = summary.get(key)
-            if optional and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise RunFolderError(folder, "summary.json", f"{key} is not a finite number: {value!r}")
-    try:
-        metrics = results.load_run(folder).metrics
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise RunFolderError(folder, "metrics.csv", f"unparsable ({err})") from None
-    return results.RunRecord(path=folder, config=config, provenance=provenance, metrics=metrics, summary=summary)
+def _pt(fraction: float) -> str:
+    return f"{100 * fraction:.2f}".rstrip("0").rstrip(".")
 
 
 def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def compare_status(values, reported_value: float | None, tolerance: float = DEFAULT_TOLERANCE) -> str:
+    r"""The status of finished runs with final accuracies ``values`` against the figure (``eq-ch14-status``).
+
+    :math:`m` = mean of ``values``; reproduced when :math:`|m - p| \le \tau`, else below or above the
+    paper; "ran: …, no paper figure" when ``reported_value`` is None. The run count (and with two or more
+    runs the sample standard deviation) is part of the status.
+    """
+    values = [float(v) for v in values]
+    if not values or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"values must be a non-empty list of finite accuracies, got {values}")
+    mean = statistics.fmean(values)
+    runs = "1 run" if len(values) == 1 else f"{len(values)} runs, std {_pt(statistics.stdev(values))} pt"
+    if reported_value is None:
+        return f"ran: {_percent(mean)} ({'mean of ' if len(values) > 1 else ''}{runs}), no paper figure"
+    versus, gap = f"{_percent(mean)} vs {_percent(reported_value)}", mean - reported_value
+    if abs(gap) <= tolerance + 1e-12:
+        return f"reproduced ({versus}, within {_pt(tolerance)} pt; {runs})"
+    side = "below" if gap < 0 else "above"
+    return f"{side} the paper ({versus}, {_pt(abs(gap))} pt {side}; tolerance {_pt(tolerance)} pt; {runs})"
+
+
+def recipe_mismatches(config: dict, preset: str) -> list:
+    """The settings of ``preset`` that a run's ``config`` changed, as ``"field=value (recipe: value)"``.
+
+    Every :class:`TrainConfig` field is compared except :data:`NOT_RECIPE`; a field missing from
+    ``config`` (written by an older version) counts as its default. Decides which runs enter :math:`R`
+    and :math:`U` of chapter 14, ``eq-ch14-status``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    recipe = dataclasses.asdict(preset_config(preset, **({"data_dir": "DATA"} if _needs_data(preset) else {})))
+    return [f"{key}={config.get(key, _default(key))!r} (recipe: {value!r})" for key, value in sorted(recipe.items())
+            if key not in NOT_RECIPE and config.get(key, _default(key)) != value]
+
+
+def _needs_data(preset: str) -> bool:
+    return PRESETS[preset].get("dataset") in ("cifar10", "cifar100", "imagenet")
+
+
+def _default(key: str):
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}.get(key)
+
+
 def _row(target: ReproductionTarget, runs: list) -> ReproductionRow:
-    finished, unfinished, ignored = [], [], []
+    if not target.available:
+        why = target.missing_reason or f"preset {target.preset!r} is not in this version"
+        return ReproductionRow(target, f"no preset here ({why})", None)
+    finished, unfinished, ignored, failed = [], [], [], []
     for run in runs:
         changed = recipe_mismatches(run.config, target.preset)
         if changed:
@@ -215,37 +215,35 @@ def _row(target: ReproductionTarget, runs: list) -> ReproductionRow:
             finished.append(RunValue(run.name, str(run.provenance.get("git_commit", "unknown")),
                                      float(run.summary[target.metric]), None if best is None else float(best),
                                      int(run.summary.get("epochs", len(run.metrics))),
-                                     str(run.provenance.get("end_time") or "")))
+                                     str(run.provenance.get("end_time") or ""),
+                                     int(run.provenance.get("world_size", 1)), run.config.get("batch_size")))
+        elif getattr(run, "failure", None) is not None:
+            failed.append((run.name, str(run.failure.get("reason", "no reason given"))))
         else:
             unfinished.append((run.name, len(run.metrics), int(run.config["epochs"])))
-    # newest first: the status names the most recent run
-    finished.sort(key=lambda r: (r.end_time, r.name), reverse=True)
+    finished.sort(key=lambda r: (r.end_time, r.name), reverse=True)  # newest first
     unfinished.sort(key=lambda r: r[0], reverse=True)
+    value = None
     if finished:
-        value = sum(r.final for r in finished) / len(finished)
-        if len(finished) == 1:
-            status = f"reproduced: {_percent(value)}"
-        else:
-            low, high = min(r.final for r in finished), max(r.final for r in finished)
-            status = (f"reproduced: {_percent(value)} (mean of {len(finished)} runs, "
-                      f"{_percent(low)} to {_percent(high)})")
+        value = statistics.fmean(r.final for r in finished)
+        status = compare_status([r.final for r in finished], target.reported_value, target.tolerance)
     elif unfinished:
-        value, (_, done, planned) = None, unfinished[0]
+        _, done, planned = unfinished[0]
         status = f"unfinished run (epoch {done} of {planned})"
+    elif failed:
+        status = f"failed run ({failed[0][1]})"
     else:
-        value, status = None, NOT_RUN
-    return ReproductionRow(target, status, value, tuple(finished), tuple(unfinished), tuple(ignored))
+        status = NOT_RUN
+    return ReproductionRow(target, status, value, tuple(finished), tuple(unfinished), tuple(ignored), tuple(failed))
 
 
 def reproduction_report(root: str = "results", targets=TARGETS, *, strict: bool = False) -> ReproductionReport:
     r"""Fill the reproduction table from the run folders directly under ``root`` (chapter 14, ``eq-ch14-status``).
 
-    Each row's status is :math:`\text{reproduced: } \frac{1}{|R|}\sum_{r\in R}\mathrm{acc}_r` for the finished runs
-    :math:`R`, else "unfinished run (epoch k of n)" for the newest unfinished run, else :data:`NOT_RUN`.
     A run counts for a target when its ``config.json`` names the target's preset and keeps the preset's
-    recipe (:func:`recipe_mismatches`); runs that changed it are listed in ``ignored``. A missing ``root``
-    means nothing has run: every row reads :data:`NOT_RUN`. Malformed folders are skipped and listed
-    (``strict=False``) or raise :class:`RunFolderError` (``strict=True``).
+    recipe (:func:`recipe_mismatches`); the status compares the mean of the finished runs with the figure
+    (:func:`compare_status`). A missing ``root`` means nothing has run. Malformed folders are skipped and
+    listed (``strict=False``) or raise :class:`RunFolderError` (``strict=True``).
     """
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path, got {type(root).__name__}")
@@ -269,21 +267,31 @@ def reproduction_report(root: str = "results", targets=TARGETS, *, strict: bool 
     return ReproductionReport(root, exists, rows, tuple(skipped))
 
 
-def report_markdown(report: ReproductionReport, paper_names: dict | None = None) -> str:
-    """The report as a Markdown table (paper's figure beside ours), skipped folders listed below it.
+def _batch_text(row: ReproductionRow) -> str:
+    if row.runs:
+        run = row.runs[0]
+        batch = run.batch_size
+        return (f"{batch} on 1 process" if run.world_size == 1 else
+                f"{batch} = {run.world_size} × {batch // run.world_size}" if batch else f"{run.world_size} processes")
+    if not row.target.available:
+        return "—"
+    return f"{PRESETS[row.target.preset].get('batch_size', _default('batch_size'))} (authors: {AUTHORS_HARDWARE})"
 
-    ``paper_names`` maps bibliography keys to the text shown (default: the key). Renders the statuses of
-    chapter 14, ``eq-ch14-status``; pandas is not in the pinned environment, so this is plain text.
+
+def report_markdown(report: ReproductionReport, paper_names: dict | None = None) -> str:
+    """The report as a Markdown table (the stated figure beside ours), skipped and ignored runs listed below it.
+
+    ``paper_names`` maps bibliography keys to the text shown in the source column (default: the key).
     """
     if not isinstance(report, ReproductionReport):
         raise TypeError(f"report must be a ReproductionReport, got {type(report).__name__}")
     paper_names = paper_names or {}
-    lines = ["| claim | paper | reported | ours | run (commit) |", "|---|---|---|---|---|"]
+    lines = ["| claim | source | stated | global batch (split) | ours | run (commit) |", "|---|---|---|---|---|---|"]
     for row in report.rows:
         t = row.target
         latest = f"`{row.runs[0].name}` ({row.runs[0].commit[:10]})" if row.runs else "—"
-        paper = paper_names.get(t.paper, f"`{t.paper}`")
-        lines.append(f"| {t.claim} | {paper} | {t.reported} | {row.status} | {latest} |")
+        source = paper_names.get(t.source, f"`{t.source}`") if t.source else "—"
+        lines.append(f"| {t.claim} | {source} | {t.reported} | {_batch_text(row)} | {row.status} | {latest} |")
     if not report.root_exists:
         lines.append(f"\nNo results folder at `{report.root}`.")
     for skip in report.skipped:
@@ -291,4 +299,101 @@ def report_markdown(report: ReproductionReport, paper_names: dict | None = None)
     for row in report.rows:
         for name, why in row.ignored:
             lines.append(f"\nNot counted for {row.target.key}: `{name}` changed the recipe ({why}).")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RecipeRow:
+    """One fact of the authors' recipe against one preset: ``verdict`` is "matches" or "differs: why"."""
+    preset: str
+    item: str
+    authors: str
+    ours: str
+    verdict: str
+
+
+def _training_crop() -> str:
+    """What the trainer's ImageNet path does, read from its source: the authors' crop or the central square."""
+    import inspect
+
+    from . import data
+    source = inspect.getsource(data)
+    if "build_imagenet_loaders" in source or "RandomResizedCropFlip" in source:
+        return "RandomResizedCrop(224) + flip"
+    return "random 224 crop of the central 256 square + flip"
+
+
+def _model_settings(config) -> dict:
+    """The CSC-layer settings and the stem of the network the trainer's factory builds for ``config``."""
+    from types import SimpleNamespace
+
+    import torch.nn as nn
+
+    from ..models.factory import build_model
+    from ..nn.csc_layer import CSCLayer
+    classes = {"cifar10": 10, "cifar100": 100, "imagenet": 1000}[config.dataset]
+    model = build_model(config, SimpleNamespace(in_channels=3, n_classes=classes, dim=2))
+    layers = [m for m in model.modules() if isinstance(m, CSCLayer)]
+    per_layer = {
+        "csc_lam": lambda m: float(f"{float(m.lam.mean()):.6g}"), "csc_mu": lambda m: float(m.mu),
+        "csc_nonneg": lambda m: bool(m.nonneg), "csc_n_iter": lambda m: int(m.n_iter),
+        "csc_atom_norm": lambda m: getattr(m, "atom_norm", "reparametrize"),
+        "csc_power_iters": lambda m: int(getattr(m.step_size, "power_iters", getattr(m.step_size, "steady_iters", 0))),
+        "csc_power_tol": lambda m: float(getattr(m.step_size, "power_tol", 0.0)),
+        "csc_step_factor": lambda m: float(getattr(m, "step_factor", 1 / (1 + getattr(m.step_size, "margin", 0.0)))),
+    }
+    settings = {}
+    for key, read in per_layer.items():
+        values = {read(m) for m in layers}
+        settings[key] = values.pop() if len(values) == 1 else f"mixed {sorted(values)}"
+    settings["stem_relu"] = "on" if any(isinstance(m, nn.ReLU) for m in getattr(model, "stem", [])) else "off"
+    return settings
+
+
+def recipe_comparison(presets=None) -> list:
+    """Each reproduction preset, as this version builds it, against the authors' recipe, fact by fact.
+
+    ``presets``: names (default: the presets of :data:`TARGETS` that exist here and carry a figure). The
+    presets are read from :data:`~cscnb.train.config.PRESETS` when this is called; CSC-layer settings and
+    the stem are read off the network the trainer's factory builds (what a run would train, whatever the
+    config says); a training setting this version lacks reads as what the trainer does without it
+    (:data:`~cscnb.train.authors_recipe.IMPLICIT`). A difference is explained from
+    :data:`~cscnb.train.authors_recipe.REASONS`.
+    """
+    if presets is None:
+        presets = [t.preset for t in TARGETS if t.available and t.paper is not None]
+    rows = []
+    for name in presets:
+        if name not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+        config = preset_config(name, data_dir="DATA")
+        if config.dataset not in RECIPE:
+            raise ValueError(f"preset {name!r} trains on {config.dataset!r}; the authors' recipe covers {sorted(RECIPE)}")
+        model = _model_settings(config) if str(config.model).startswith("sdnet") else {}
+        for fact in RECIPE[config.dataset]:
+            if not fact.applies(config):
+                continue
+            if fact.source == "trainer":
+                value, note = _training_crop(), ""
+            elif fact.source == "model":
+                value, note = model[fact.key], ""
+            elif hasattr(config, fact.key):
+                value, note = getattr(config, fact.key), ""
+            else:
+                value, note = IMPLICIT[fact.key], " (no setting here)"
+            ok = fact.matches(value, config)
+            why = REASONS.get(fact.key, f"the preset sets {show(value)}")
+            rows.append(RecipeRow(name, fact.item, fact.authors, show(value) + note,
+                                  "matches" if ok else f"differs: {why}"))
+    return rows
+
+
+def recipe_markdown(rows) -> str:
+    """:func:`recipe_comparison` as a Markdown table; rows equal but for the preset are merged (presets listed)."""
+    merged = {}
+    for r in rows:
+        merged.setdefault((r.item, r.authors, r.ours, r.verdict), []).append(r.preset)
+    lines = ["| setting | presets | authors | ours | verdict |", "|---|---|---|---|---|"]
+    lines += [f"| {item} | {', '.join(presets)} | {authors} | {ours} | {verdict} |"
+              for (item, authors, ours, verdict), presets in merged.items()]
     return "\n".join(lines)
