@@ -75,7 +75,8 @@ def test_targets_cite_the_repository_figures_and_name_their_presets():
     ([0.9483], 0.9534, "below the paper (94.83 % vs 95.34 %, 0.51 pt below; tolerance 0.5 pt; 1 run)"),
     ([0.93, 0.932, 0.934], 0.9534,
      "below the paper (93.20 % vs 95.34 %, 2.14 pt below; tolerance 0.5 pt; 3 runs, std 0.2 pt)"),
-    ([0.96, 0.962], 0.9534, "above the paper (96.10 % vs 95.34 %, 0.76 pt above; tolerance 0.5 pt; 2 runs, std 0.14 pt)"),
+    ([0.96, 0.962], 0.9534,
+     "above the paper (96.10 % vs 95.34 %, 0.76 pt above; tolerance 0.5 pt; 2 runs, std 0.14 pt)"),
     ([0.9889], None, "ran: 98.89 % (1 run), no paper figure"),
     ([0.98, 0.99, 1.0], None, "ran: 99.00 % (mean of 3 runs, std 1 pt), no paper figure"),
 ])

@@ -59,7 +59,8 @@ def random_resized_crop_box(width: int, height: int, rng: np.random.Generator, *
     Up to 10 draws of :math:`s \sim U(\text{scale})`, :math:`\log r \sim U(\log\text{ratio})`,
     :math:`w = \operatorname{round}\sqrt{s\,WH\,r}`, :math:`h = \operatorname{round}\sqrt{s\,WH/r}`; the first that fits
     is placed uniformly. Otherwise the central window of the whole image clipped to the ratio range
-    (torchvision's documented ``RandomResizedCrop``; our implementation).
+    (torchvision's documented ``RandomResizedCrop``; our implementation). The authors' ImageNet training crop
+    (chapter 14, the recipe comparison).
     """
     area = width * height
     log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
@@ -92,7 +93,10 @@ def _to_tensor(image) -> torch.Tensor:
 
 
 class RandomResizedCropFlip:
-    """Training transform: random resized crop to ``size`` (bilinear) and a horizontal flip with probability ½."""
+    """Training transform: random resized crop to ``size`` (bilinear), then a horizontal flip with probability ½.
+
+    The authors' ImageNet training augmentation (chapter 14, recipe comparison); ``rng`` from :func:`image_rng`.
+    """
 
     def __init__(self, size: int = 224, *, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True):
         self.size = positive_int(size, "size")
@@ -110,7 +114,10 @@ class RandomResizedCropFlip:
 
 
 class ResizeCenterCrop:
-    """Evaluation transform: shorter side to ``resize`` (bilinear), then the central ``size``×``size`` window."""
+    """Evaluation transform: shorter side to ``resize`` (bilinear), then the central ``size``×``size`` window.
+
+    The authors' ImageNet evaluation crop (chapter 14, recipe comparison); deterministic (``rng`` is unused).
+    """
 
     def __init__(self, resize: int = 256, size: int = 224):
         self.resize, self.size = positive_int(resize, "resize"), positive_int(size, "size")

@@ -49,6 +49,7 @@ def forward_with_stem_error(model: nn.Module, x: torch.Tensor) -> tuple:
     :math:`r` is :math:`\|x_s - A c\|^2` divided by the number of entries of :math:`x_s`, where
     :math:`x_s` is the stem's input, :math:`c` its output and :math:`A` its dictionary (the unit-norm
     atoms the layer uses). One forward pass; run it under ``torch.no_grad()`` in ``eval`` mode.
+    Chapter 14, :math:`r(x)` of ``eq-ch14-adaptive``.
     """
     stem = stem_layer(model)
     seen = {}
@@ -80,7 +81,7 @@ class LamLine:
     points: tuple = ()          # (mean error, best λ) of every calibration level the line was fitted to
 
     def choose(self, errors: torch.Tensor) -> torch.Tensor:
-        """The grid value of :math:`\\lambda(r)` nearest to the line, per input (a tensor like ``errors``)."""
+        """The grid value of :math:`\\lambda(r)` nearest to the line, per input (chapter 14, ``eq-ch14-adaptive``)."""
         grid = torch.tensor(self.grid, dtype=torch.float64, device=errors.device)
         raw = (self.intercept + self.slope * errors.to(torch.float64)).clamp(float(grid.min()), float(grid.max()))
         return grid[(raw[:, None] - grid[None, :]).abs().argmin(dim=1)]
@@ -95,6 +96,7 @@ def fit_lam_line(errors, best_lams, *, grid, reference_lam: float) -> LamLine:
 
     ``errors``: the mean stem reconstruction error at ``reference_lam`` of each calibration level;
     ``best_lams``: the grid λ with the best calibration accuracy at that level. Needs two distinct errors.
+    The line :math:`(a, b)` of chapter 14, ``eq-ch14-adaptive``.
     """
     r = np.asarray([float(v) for v in errors], dtype=np.float64)
     lam = np.asarray([float(v) for v in best_lams], dtype=np.float64)
@@ -119,7 +121,7 @@ def adaptive_logits(model: nn.Module, x: torch.Tensor, line: LamLine, *, target:
     The error is measured with the layers of ``target`` (default: the stem) at ``line.reference_lam``;
     each input is then classified with ``target``'s λ set to its chosen grid value (one pass per distinct
     value; the previous λ is restored). Run in ``eval`` mode, under ``torch.no_grad()`` for plain
-    evaluation.
+    evaluation. Chapter 14, ``eq-ch14-adaptive`` applied per input.
     """
     from ..nn.csc_layer import test_time_lam
     target = stem_layer(model) if target is None else target

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", choices=("stem", "all"), default="stem",
                         help="CSC layers whose lambda changes: the stem (the authors' choice) or all")
     parser.add_argument("--noises", nargs="+", default=list(SDNET_NOISE_LEVELS),
-                        help=f"the authors' synthetic noises at their levels, or 'none' (default: {' '.join(SDNET_NOISE_LEVELS)})")
+                        help="the authors' synthetic noises at their levels, or 'none' "
+                             f"(default: {' '.join(SDNET_NOISE_LEVELS)})")
     parser.add_argument("--levels", type=float, nargs="+", default=None,
                         help="levels for every listed noise instead of the authors' (e.g. a quick run)")
     parser.add_argument("--cifar10c-dir", default=None, help="folder of the CIFAR-10-C .npy files (cifar10 runs)")
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     out = args.out or os.path.join(args.run_dir, "robustness.json")
     if os.path.exists(out) and not args.force:
         parser.error(f"{out!r} exists; pass --force to replace it (or choose another --out)")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        parser.error(f"--out: the folder of {out!r} does not exist")
     noises = [] if args.noises == ["none"] else args.noises
     unknown = sorted(set(noises) - set(SDNET_NOISE_LEVELS))
     if unknown:

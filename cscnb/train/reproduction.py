@@ -9,10 +9,10 @@ our value. :func:`reproduction_report` scans a results folder (one sub-folder pe
 with the paper's figure :math:`p` and the row's stated tolerance :math:`\tau` (0.5 points by default):
 
 * ``reproduced (95.10 % vs 95.34 %, within 0.5 pt; 1 run)`` — :math:`|m - p| \le \tau`;
-* ``below the paper (93.20 % vs 95.34 %, 2.14 pt below; tolerance 0.5 pt; 3 runs, std 0.10 pt)`` — :math:`m < p - \tau`
+* ``below the paper (93.20 % vs 95.34 %, 2.14 pt below; tolerance 0.5 pt; 3 runs, std 0.1 pt)`` —
+  :math:`m < p - \tau`
   (``above the paper …`` for :math:`m > p + \tau`);
-* ``ran: 98.89 % (1 run), no paper figure`` — a row without a stated figure (e.g. the ResNet-18 baseline,
-  or the book's CPU runs, which are never credited as a reproduction);
+* ``ran: 98.89 % (1 run), no paper figure`` — no figure stated (the ResNet-18 baseline, the book's CPU runs);
 * ``failed run (…)``, ``unfinished run (epoch k of n)``, ``not yet run here``, or ``no preset here (…)``.
 
 A run counts only with its preset's recipe unchanged (every field but :data:`NOT_RECIPE`); malformed run
@@ -186,13 +186,10 @@ def recipe_mismatches(config: dict, preset: str) -> list:
     """
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    recipe = dataclasses.asdict(preset_config(preset, **({"data_dir": "DATA"} if _needs_data(preset) else {})))
+    needs_data = PRESETS[preset].get("dataset") in ("cifar10", "cifar100", "imagenet")
+    recipe = dataclasses.asdict(preset_config(preset, **({"data_dir": "DATA"} if needs_data else {})))
     return [f"{key}={config.get(key, _default(key))!r} (recipe: {value!r})" for key, value in sorted(recipe.items())
             if key not in NOT_RECIPE and config.get(key, _default(key)) != value]
-
-
-def _needs_data(preset: str) -> bool:
-    return PRESETS[preset].get("dataset") in ("cifar10", "cifar100", "imagenet")
 
 
 def _default(key: str):
@@ -368,7 +365,8 @@ def recipe_comparison(presets=None) -> list:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
         config = preset_config(name, data_dir="DATA")
         if config.dataset not in RECIPE:
-            raise ValueError(f"preset {name!r} trains on {config.dataset!r}; the authors' recipe covers {sorted(RECIPE)}")
+            raise ValueError(f"preset {name!r} trains on {config.dataset!r}; "
+                             f"the authors' recipe covers {sorted(RECIPE)}")
         model = _model_settings(config) if str(config.model).startswith("sdnet") else {}
         for fact in RECIPE[config.dataset]:
             if not fact.applies(config):
