@@ -67,7 +67,8 @@ _CSC_FACTS = [RecipeFact(item, key, value, source="model", sdnet_only=True, auth
                   ("atom normalization", "csc_atom_norm", "project",
                    "'project' (unit norm in place, before each forward pass)"),
                   ("power iterations per step-size refresh", "csc_power_iters", 50, "50 (at most)"),
-                  ("power-iteration tolerance", "csc_power_tol", 1e-5, None),
+                  ("power-iteration tolerance", "csc_power_tol", 1e-5,
+                   "1e-05 (on the squared change of the estimate; stops early)"),
                   ("step size factor (η = factor / L)", "csc_step_factor", 0.9, None),
                   ("ReLU after the stem's BatchNorm", "stem_relu", "off", "'off' (commented out)"))]
 

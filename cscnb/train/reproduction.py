@@ -39,11 +39,11 @@ __all__ = ["NOT_STATED", "NOT_RUN", "NOT_RECIPE", "DEFAULT_TOLERANCE", "Reproduc
 NOT_STATED = "no figure in the available sources"
 NOT_RUN = "not yet run here"
 DEFAULT_TOLERANCE = 0.005
-#: settings that change where, how fast or how verbosely a run goes, or which seed it draws — not what recipe
-#: it follows (bf16 autocast and float64 DO change the recipe: the authors train in float32)
+#: settings that change where, how fast or how verbosely a run goes (or only the rounding: the synthesis form),
+#: or which seed it draws — not what recipe it follows (bf16 autocast and float64 do: the authors use float32)
 NOT_RECIPE = frozenset({"preset", "seed", "device", "threads", "workers", "data_dir", "out_dir", "run_name", "resume",
                         "progress", "eval_every", "log_every", "tensorboard", "compile", "channels_last",
-                        "cudnn_benchmark", "deterministic"})
+                        "cudnn_benchmark", "deterministic", "csc_synthesis"})
 
 
 @dataclass(frozen=True)
