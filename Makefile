@@ -151,6 +151,8 @@ define BENCH_HEADER
 # Install on top of the locked environment:  .venv/bin/pip install -r requirements/bench.txt
 endef
 export BENCH_HEADER
+# The oldest Python every locked package accepts (their Requires-Python), for the lock's header.
+export PYTHON_FLOOR := from importlib.metadata import distributions as ds; from packaging.specifiers import SpecifierSet as S; req = [S(d.metadata.get("Requires-Python") or "") for d in ds()]; print(next(v for v in (f"3.{m}.{p}" for m in range(8, 20) for p in range(40)) if all(v in s for s in req)))
 FREEZE = $(LOCK_VENV)/bin/python -m pip freeze --all --exclude cscnb | grep -v '^pip==' | sed 's/+cpu$$//'
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
@@ -161,7 +163,10 @@ lock:
 	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
 	  -c _build/lock.txt.new -c requirements/bench.txt ".[bench]"
 	$(FREEZE) | LC_ALL=C sort | LC_ALL=C comm -13 <(LC_ALL=C sort _build/lock.txt.new) - > _build/bench.txt.new
-	( echo "$$LOCK_HEADER"; cat _build/lock.txt.new ) > requirements/lock.txt
+	( echo "$$LOCK_HEADER"; \
+	  echo "# Made with CPython $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())');" \
+	    "these pins need Python >= $$($(LOCK_VENV)/bin/python -c "$$PYTHON_FLOOR")."; \
+	  cat _build/lock.txt.new ) > requirements/lock.txt
 	( echo "$$BENCH_HEADER"; cat _build/bench.txt.new ) > requirements/bench.txt
 	rm -rf $(LOCK_VENV) _build/lock.txt.new _build/bench.txt.new
 	@git diff --stat -- requirements/ 2>/dev/null || true
