@@ -129,10 +129,11 @@ lint: setup
 test: unit nbval html-strict site-test
 
 # Regenerate requirements/lock.txt (and requirements/bench.txt) from pyproject.toml: a FRESH venv,
-# torch from $(TORCH_INDEX) (CPU build; see INSTALL_TORCH), then `pip install .[$(LOCK_EXTRAS)]`
+# torch from $(TORCH_INDEX) (CPU build; see INSTALL_TORCH), then `pip install -e .[$(LOCK_EXTRAS)]`
 # constrained to the current lock, so nothing changes version unless pyproject asks for it (to move a
-# pin, edit or delete its line in the lock first). The benchmark extra is locked separately: only the
-# packages it adds on top of the lock go to requirements/bench.txt.
+# pin, edit or delete its line in the lock first). Editable, so that setuptools leaves no build/
+# folder in the tree. The benchmark extra is locked separately: only the packages it adds on top of
+# the lock go to requirements/bench.txt.
 LOCK_VENV := _build/lock-venv
 LOCK_EXTRAS := book,test,lint
 define LOCK_HEADER
@@ -157,11 +158,11 @@ FREEZE = $(LOCK_VENV)/bin/python -m pip freeze --all --exclude cscnb | grep -v '
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
 	$(call INSTALL_TORCH,$(LOCK_VENV)/bin/python)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt ".[$(LOCK_EXTRAS)]"
+	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/lock.txt -e ".[$(LOCK_EXTRAS)]"
 	$(LOCK_VENV)/bin/python -m pip check
 	$(FREEZE) > _build/lock.txt.new
 	$(LOCK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-	  -c _build/lock.txt.new -c requirements/bench.txt ".[bench]"
+	  -c _build/lock.txt.new -c requirements/bench.txt -e ".[bench]"
 	$(FREEZE) | LC_ALL=C sort | LC_ALL=C comm -13 <(LC_ALL=C sort _build/lock.txt.new) - > _build/bench.txt.new
 	( echo "$$LOCK_HEADER"; \
 	  echo "# Made with CPython $$($(LOCK_VENV)/bin/python -c 'import platform; print(platform.python_version())');" \
