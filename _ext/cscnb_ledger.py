@@ -258,11 +258,7 @@ def _cell_ref(chapter, number):
     return f"{{ref}}`cell {number} <{cell_label(chapter.docname, number)}>`"
 
 
-def _one_line(text):
-    return " ".join(str(text).split())
-
-
-def build_ledger_markdown(chapters, run=None, built_commit=None, executed=False):
+def build_ledger_markdown(chapters, run=None, built_commit=None, executed=False, built_dirty=False):
     """The MyST source of the ledger page for parsed chapters (list of :class:`Chapter`)."""
     theorems = [r for c in chapters for r in c.results if r.kind in THEOREM_KINDS]
     measured = [r for c in chapters for r in c.results if r.kind not in THEOREM_KINDS]
@@ -278,7 +274,8 @@ def build_ledger_markdown(chapters, run=None, built_commit=None, executed=False)
         "cells that derive it symbolically and those that check it numerically, against an independent "
         "computation. This page is generated at every build from the chapters' cell metadata; nothing on it is "
         "typed by hand.", "",
-        f"Built at commit `{_short(built_commit)}`; status {source}.", "",
+        f"Built at commit `{_short(built_commit)}`{' with uncommitted changes' if built_dirty else ''}; "
+        f"status {source}.", "",
         "```{list-table}", ":header-rows: 1", ":class: cscnb-ledger-counts", "",
         "* - Results", "  - Count",
         f"* - Theorem-like results (theorems, propositions, lemmas, corollaries)\n  - {len(theorems)}",
@@ -290,18 +287,18 @@ def build_ledger_markdown(chapters, run=None, built_commit=None, executed=False)
     for chapter in chapters:
         if not chapter.results:
             continue
-        out += [f"## {_one_line(chapter.title)}", "", f"Chapter: {{doc}}`/{chapter.docname}`", "",
+        out += [f"## {chapter.title}", "", f"Chapter: {{doc}}`/{chapter.docname}`", "",
                 "```{list-table}", ":header-rows: 1", ":class: cscnb-ledger", ":widths: 30 15 35 20", "",
                 "* - Result", "  - Derived symbolically", "  - Checked numerically, against", "  - Status"]
         for r in chapter.results:
             if r.kind in THEOREM_KINDS:
                 # prf:ref shows the kind and number ("Theorem 5.3", "Lemma 5.1") and links the directive
-                head = f"{{prf:ref}}`{r.label}`: {_one_line(r.title) or '(untitled)'} (`{r.label}`)"
+                head = f"{{prf:ref}}`{r.label}`: {r.title or '(untitled)'} (`{r.label}`)"
             else:
                 head = f"Measured claim: {r.title} (`{r.label}`)"
             derive = ", ".join(_cell_ref(chapter, n) for n in sorted(set(r.derive))) or "—"
             verb = "measured" if r.kind not in THEOREM_KINDS else "checked"
-            check = "; ".join(f"{_cell_ref(chapter, n)}: {_one_line(a)}" for n, a in r.check) or f"— (not {verb})"
+            check = "; ".join(f"{_cell_ref(chapter, n)}: {a}" for n, a in r.check) or f"— (not {verb})"
             out += [f"* - {head}", f"  - {derive}", f"  - {check}",
                     f"  - {status(chapter, r, run, built_commit, executed)}"]
         out += ["```", ""]
@@ -340,10 +337,9 @@ def chapter_paths(app):
     return [(d, srcdir / f"{d}.ipynb") for d in docnames if (srcdir / f"{d}.ipynb").is_file()]
 
 
-def _git_commit(cwd):
+def _git(cwd, *args):
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
-                              check=True).stdout.strip() or None
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
 
@@ -363,8 +359,10 @@ def write_ledger(app):
                                      f"{measured[r.label]} and {chapter.docname}")
     build = Path(os.environ.get("CSCNB_NBVAL_DIR", Path(app.outdir).parent))
     run = load_nbval_run(build / "nbval-junit.xml", build / "nbval-run.json")
-    text = build_ledger_markdown(chapters, run, _git_commit(app.srcdir),
-                                 executed=os.environ.get("CSCNB_LEDGER_EXECUTED") == "1")
+    commit = _git(app.srcdir, "rev-parse", "HEAD") or None
+    dirty = bool(commit and _git(app.srcdir, "status", "--porcelain", "--untracked-files=no"))
+    text = build_ledger_markdown(chapters, run, commit, executed=os.environ.get("CSCNB_LEDGER_EXECUTED") == "1",
+                                 built_dirty=dirty)
     target = Path(app.srcdir) / f"{LEDGER_DOCNAME}.md"
     if not target.is_file() or target.read_text(encoding="utf-8") != text:
         target.write_text(text, encoding="utf-8")

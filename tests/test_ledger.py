@@ -131,6 +131,8 @@ def test_status_comes_from_the_strict_nbval_run_of_the_built_commit(chapter, tmp
     untagged = ledger.Result("thm-x", "theorem", "x")
     assert ledger.status(chapter, untagged, run, commit) == "no tagged cell"
     assert "from the strict-nbval run at feedc0ffee" in ledger.build_ledger_markdown([chapter], run, commit)
+    assert "`feedc0ffee` with uncommitted changes;" in ledger.build_ledger_markdown([chapter], run, commit,
+                                                                                   built_dirty=True)
 
 
 @pytest.mark.parametrize("metadata, message", [
