@@ -265,17 +265,17 @@ def build_ledger_markdown(chapters, run=None, built_commit=None, executed=False,
     if run is None:
         source = "no strict-nbval run was found (`make nbval` writes one)"
     elif run.commit != built_commit or built_commit is None:
-        source = f"the last strict-nbval run was at {_short(run.commit)}, not at the built commit"
+        source = f"the last strict-nbval run was at `{_short(run.commit)}`, not at this commit, so it is not used"
     else:
-        source = f"from the strict-nbval run at {_short(run.commit)}"
+        source = f"from the strict-nbval run at `{_short(run.commit)}`"
     out = [
         "# Claims ledger", "",
         "Every theorem, proposition, lemma and corollary of the book, and every measured claim, with the code "
         "cells that derive it symbolically and those that check it numerically, against an independent "
         "computation. This page is generated at every build from the chapters' cell metadata; nothing on it is "
         "typed by hand.", "",
-        f"Built at commit `{_short(built_commit)}`{' with uncommitted changes' if built_dirty else ''}; "
-        f"status {source}.", "",
+        f"Built at commit `{_short(built_commit)}`{' with uncommitted changes' if built_dirty else ''}. "
+        f"Status: {source}.", "",
         "```{list-table}", ":header-rows: 1", ":class: cscnb-ledger-counts", "",
         "* - Results", "  - Count",
         f"* - Theorem-like results (theorems, propositions, lemmas, corollaries)\n  - {len(theorems)}",
@@ -287,7 +287,7 @@ def build_ledger_markdown(chapters, run=None, built_commit=None, executed=False,
     for chapter in chapters:
         if not chapter.results:
             continue
-        out += [f"## {chapter.title}", "", f"Chapter: {{doc}}`/{chapter.docname}`", "",
+        out += [f"## {chapter.title}", "", f"Cells of {{doc}}`{chapter.docname}.ipynb </{chapter.docname}>`:", "",
                 "```{list-table}", ":header-rows: 1", ":class: cscnb-ledger", ":widths: 30 15 35 20", "",
                 "* - Result", "  - Derived symbolically", "  - Checked numerically, against", "  - Status"]
         for r in chapter.results:

@@ -100,7 +100,7 @@ def test_page_has_counts_links_and_against(chapter):
     assert "{ref}`cell 3 <cscnb-cell-chapters-demo-3>`: brute force on a grid" in text
     assert "Measured claim: Unrolling helps under noise. (`claim-demo-robust`)" in text
     assert "cell 4 (not shown on the page): exact enumeration" in text     # a removed cell is not linked
-    assert "{doc}`/chapters/demo`" in text and "Built at commit `0123456789`" in text
+    assert "Cells of {doc}`chapters/demo.ipynb </chapters/demo>`:" in text and "Built at commit `0123456789`" in text
     assert text.count("not re-run in this build (stored outputs)") == 3
 
 
@@ -130,8 +130,8 @@ def test_status_comes_from_the_strict_nbval_run_of_the_built_commit(chapter, tmp
     assert ledger.status(chapter, soft, skipped, commit) == "skipped in strict nbval at feedc0ffee (cell 3)"
     untagged = ledger.Result("thm-x", "theorem", "x")
     assert ledger.status(chapter, untagged, run, commit) == "no tagged cell"
-    assert "from the strict-nbval run at feedc0ffee" in ledger.build_ledger_markdown([chapter], run, commit)
-    assert "`feedc0ffee` with uncommitted changes;" in ledger.build_ledger_markdown([chapter], run, commit,
+    assert "Status: from the strict-nbval run at `feedc0ffee`." in ledger.build_ledger_markdown([chapter], run, commit)
+    assert "`feedc0ffee` with uncommitted changes." in ledger.build_ledger_markdown([chapter], run, commit,
                                                                                    built_dirty=True)
 
 
