@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..core.validation import check_choice, nonneg_number, pair, positive_int, positive_number
-from ..solvers.proximal_gradient import fista_steps
+from ..solvers.engine import fista_steps
 from .csc_implicit import implicit_code
 from .csc_ops import SYNTHESIS_CHOICES, FusedProxGrad, code_shape, resolve_synthesis
 

@@ -60,7 +60,8 @@ from numbers import Real
 import torch
 import torch.nn as nn
 
-from ..core.validation import check_bool, check_choice, check_int, check_number, nonneg_number, pair, positive_int
+from ..core.validation import (check_bool, check_choice, check_int, check_number, conv2d_geometry, nonneg_number,
+                               positive_int)
 from .csc_functional import BACKWARDS, _code, csc_code, unit_norm_atoms
 from .csc_ops import SYNTHESIS_CHOICES, PowerIterationStep, code_shape, conv_gram, flipped_available, resolve_synthesis
 
@@ -138,12 +139,8 @@ class CSCLayer(nn.Module):
                  per_channel_lam: bool = False, atom_norm: str = "reparametrize", power_iters: int = 2,
                  power_tol: float = 0.0, step_factor: float = STEP_FACTOR, synthesis: str = "auto"):
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = pair(kernel_size, "kernel_size", 1)
-        self.stride = pair(stride, "stride", 1)
-        self.padding = pair(padding, "padding", 0)
-        self.dilation = pair(dilation, "dilation", 1)
+        (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+         self.dilation) = conv2d_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         if self.dilation != (1, 1):
             raise ValueError(f"dilation must be 1 for a CSCLayer, got {dilation}")
         self.groups = check_int(groups, "groups", minimum=1)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from ..core.dictionary import conv_code_size
 from ..core.operator_norm import power_iteration
+from ..core.prox import nonneg_soft_threshold, soft_threshold
 from ..core.validation import check_choice, nonneg_number, positive_int
 
 __all__ = ["SYNTHESES", "SYNTHESIS_CHOICES", "code_shape", "flipped_available", "synthesis_operator",
@@ -191,11 +192,9 @@ class FusedProxGrad:
         self.negative_synthesis = synthesis_operator(-weight, stride, padding, tuple(x.shape[2:]), synthesis)
 
     def _prox(self, u):
-        if self.nonneg:
-            if self.threshold is not None:
-                u = u.sub_(self.threshold)
-            return u.relu_()
-        return u - torch.clamp(u, -self.threshold, self.threshold)  # soft threshold (needs u for its backward)
+        if self.nonneg:  # in place on a fresh convolution output; the threshold is in the bias unless spatial
+            return nonneg_soft_threshold(u, 0.0 if self.threshold is None else self.threshold, out=u, check=False)
+        return soft_threshold(u, self.threshold, check=False)  # not in place: its backward needs u
 
     def first(self) -> torch.Tensor:
         """:math:`T(0) = \\operatorname{prox}_{\\eta g}(\\eta A^\\top x)` (chapter 12, ``eq-ch12-one-step``)."""
