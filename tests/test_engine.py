@@ -126,6 +126,9 @@ def test_momentum_pieces():
     y = torch.randn(3, 4)
     expected = ((y - z_next) * (z_next - z)).sum(dim=1) > 0
     assert torch.equal(gradient_restart(y, z_next, z_next - z), expected)
+    for sample in range(3):  # one sample: the dot-product branch
+        one = slice(sample, sample + 1)
+        assert torch.equal(gradient_restart(y[one], z_next[one], (z_next - z)[one]), expected[one])
     with pytest.raises(ValueError, match="momentum"):
         proximal_gradient(lambda y, k, out: y, z, 2, momentum="heavy-ball")
     with pytest.raises(ValueError, match="inplace"):

@@ -75,6 +75,8 @@ def gradient_restart(y: torch.Tensor, z_next: torch.Tensor, delta: torch.Tensor,
     bool tensor of shape ``(B,)``. ``out`` (a buffer, may be ``y`` itself) receives :math:`y_k - z_{k+1}`.
     """
     gradient_map = torch.sub(y, z_next, out=out)
+    if y.shape[0] == 1:  # one long sample (e.g. an image in the Fourier domain): a BLAS dot, no temporary
+        return (torch.dot(gradient_map.reshape(-1), delta.reshape(-1)) > 0).reshape(1)
     return torch.linalg.vecdot(gradient_map.reshape(y.shape[0], -1), delta.reshape(y.shape[0], -1)) > 0
 
 
