@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .operator_norm import CONVERGED_MARGIN, power_iteration
 from .validation import check_choice, int_tuple
 
 __all__ = ["Dictionary", "LinearDictionary", "ConvDictionary", "conv_code_size", "mutual_coherence",
@@ -47,8 +48,8 @@ class Dictionary:
     """Common interface of all dictionaries (see the module docstring for layouts)."""
 
     weight: torch.Tensor
-    #: relative safety margin added to the power-iteration estimate of the Lipschitz constant
-    lipschitz_margin: float = 1e-3
+    #: relative safety margin on the converged power-iteration estimate (:mod:`cscnb.core.operator_norm`)
+    lipschitz_margin: float = CONVERGED_MARGIN
 
     @property
     def n_atoms(self) -> int:
@@ -72,12 +73,12 @@ class Dictionary:
         r"""Largest eigenvalue of :math:`D^\top D` by power iteration, times ``1 + lipschitz_margin``.
 
         The estimate is cached per (weight version, signal size, dtype, device): it is
-        recomputed only after the weight changed. Power iteration approaches
-        :math:`\|D\|_2^2` from below, hence the small safety margin: it makes
-        :math:`L \ge \|D^\top D\|_2` (so the step :math:`1/L` is admissible for ISTA/FISTA, chapter 5,
-        ``eq-ista``) whenever the power iteration has come within that margin, which is not guaranteed
-        when the top eigenvalues are close (it stops when the Rayleigh quotient changes by less than
-        ``tol`` relative, or after ``n_iter`` iterations).
+        recomputed only after the weight changed. Power iteration
+        (:func:`cscnb.core.operator_norm.power_iteration`, stopped when the Rayleigh quotient changes by
+        less than ``tol`` relative, or after ``n_iter`` iterations) approaches :math:`\|D\|_2^2` from
+        below, hence the small safety margin of its policy: it makes :math:`L \ge \|D^\top D\|_2` (so the
+        step :math:`1/L` is admissible for ISTA/FISTA, chapter 5, ``eq-ista``) whenever the power iteration
+        has come within that margin, which is not guaranteed when the top eigenvalues are close.
         """
         key = self._lipschitz_key(signal_size)
         cache = self.__dict__.setdefault("_lipschitz_cache", {})
@@ -94,24 +95,13 @@ class Dictionary:
     def _random_code(self, signal_size, generator) -> torch.Tensor:
         raise NotImplementedError
 
-    @torch.no_grad()
     def _power_iteration(self, signal_size, n_iter: int, tol: float) -> float:
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        v = self._random_code(signal_size, gen)
-        v = v / v.norm()
-        estimate = 0.0
-        for _ in range(n_iter):
-            w = self.analyze(self.synthesize(v, output_size=signal_size))
-            new_estimate = float((v * w).sum())  # Rayleigh quotient, ≤ ‖DᵀD‖
-            norm = w.norm()
-            if norm == 0:
-                return 0.0
-            v = w / norm
-            if abs(new_estimate - estimate) <= tol * max(new_estimate, 1e-30):
-                estimate = new_estimate
-                break
-            estimate = new_estimate
-        return max(estimate, float(norm))
+        """The power-iteration estimate of :math:`\\|D^\\top D\\|_2` from a seeded random code (no margin)."""
+        start = self._random_code(signal_size, torch.Generator(device="cpu").manual_seed(0))
+
+        def gram(v):
+            return self.analyze(self.synthesize(v, output_size=signal_size))
+        return float(power_iteration(gram, start, n_iter, tol=tol).estimate)
 
     def matrix(self, signal_shape=None) -> torch.Tensor:
         r"""The synthesis operator :math:`D` as a dense matrix (small problems: chapters and tests).

@@ -19,7 +19,7 @@ from numbers import Integral, Real
 import torch
 
 __all__ = ["is_int", "is_number", "check_int", "positive_int", "nonneg_int", "check_number", "positive_number",
-           "nonneg_number", "check_bool", "check_choice", "int_tuple", "pair", "check_threshold",
+           "nonneg_number", "check_bool", "check_choice", "int_tuple", "pair", "conv2d_geometry", "check_threshold",
            "check_float_dtype"]
 
 
@@ -151,6 +151,17 @@ def int_tuple(value, n: int, name: str, minimum: int = 0) -> tuple:
 def pair(value, name: str, minimum: int = 0) -> tuple:
     """:func:`int_tuple` for 2-D layers: ``3`` → ``(3, 3)``."""
     return int_tuple(value, 2, name, minimum)
+
+
+def conv2d_geometry(in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1) -> tuple:
+    """``nn.Conv2d``'s geometry arguments, checked and normalised as ``nn.Conv2d`` does with ``_pair``.
+
+    Returns ``(in_channels, out_channels, kernel_size, stride, padding, dilation)``: two positive ints and
+    four pairs (kernel, stride and dilation >= 1, padding >= 0), for layers with ``nn.Conv2d``'s signature.
+    """
+    return (positive_int(in_channels, "in_channels"), positive_int(out_channels, "out_channels"),
+            pair(kernel_size, "kernel_size", 1), pair(stride, "stride", 1), pair(padding, "padding", 0),
+            pair(dilation, "dilation", 1))
 
 
 def check_threshold(t, name: str = "t") -> None:

@@ -9,23 +9,24 @@ fixed points) and :func:`ml_bp_primal_dual` (a slow but convergent reference sol
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from ..core.dictionary import ConvDictionary, Dictionary
-from .chain import check_dictionaries, check_lams, check_signal, synthesize_chain
-from ..core.prox import nonneg_soft_threshold, soft_threshold
+from ..core.operator_norm import CONVERGED_MARGIN, power_iteration
+from ..core.prox import elastic_net_prox
 from ..core.validation import check_bool, positive_int, positive_number
+from ..solvers.engine import forward_backward, proximal_gradient
+from .chain import check_dictionaries, check_lams, check_signal, synthesize_chain
 
 __all__ = ["ml_bp_objective", "ml_fista", "MLFistaResult", "ml_fista_gap_bound", "ml_bp_primal_dual"]
 
 
 def _shrink(u, t, nonneg):
-    # the prox of λ‖·‖₁ (+ the indicator of Γ ≥ 0 if nonneg)
-    return nonneg_soft_threshold(u, t) if nonneg else soft_threshold(u, t)
+    # the prox of λ‖·‖₁ (+ the indicator of Γ ≥ 0 if nonneg); λ was checked by check_lams
+    return elastic_net_prox(u, t, 0.0, nonneg, check=False)
 
 
 def _sum_per_sample(t):
@@ -78,27 +79,22 @@ def _code_shapes(dictionaries, x):
     return shapes
 
 
-@torch.no_grad()
 def _chain_lipschitz(dictionaries, x, n_iter=300) -> float:
-    r""":math:`\|D_1\cdots D_i\|_2^2` by power iteration on :math:`(D_1\cdots D_i)^\top D_1\cdots D_i`."""
+    r""":math:`\|D_1\cdots D_i\|_2^2` by power iteration on :math:`(D_1\cdots D_i)^\top D_1\cdots D_i`.
+
+    The converged estimate of :func:`cscnb.core.operator_norm.power_iteration` with its margin
+    (:data:`~cscnb.core.operator_norm.CONVERGED_MARGIN`), which keeps the step admissible.
+    """
     sizes = _sizes(dictionaries, x)
     shape = (1,) + _code_shapes(dictionaries, x)[-1][1:]
-    gen = torch.Generator().manual_seed(0)
-    v = torch.randn(shape, generator=gen, dtype=torch.float64).to(x.dtype)
-    estimate = 0.0
-    for _ in range(n_iter):
-        v = v / v.norm()
-        top = synthesize_chain(dictionaries, v, sizes)[0]
-        w = top
+    start = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(x.dtype)
+
+    def gram(v):
+        w = synthesize_chain(dictionaries, v, sizes)[0]
         for d in dictionaries:
             w = d.analyze(w)
-        new = float((v * w).sum())
-        v = w
-        if abs(new - estimate) <= 1e-10 * max(new, 1e-30):
-            estimate = new
-            break
-        estimate = new
-    return estimate * (1 + 1e-3)  # power iteration approaches from below; keep the step admissible
+        return w
+    return float(power_iteration(gram, start, n_iter, tol=1e-10).estimate) * (1 + CONVERGED_MARGIN)
 
 
 def _gradient_mappings(dictionaries, x, deepest, lams, steps, nonneg):
@@ -173,24 +169,26 @@ def ml_fista(dictionaries: Sequence[Dictionary], x: torch.Tensor, lams, *, nonne
 
     keep_history = history
     history = [objective(z)]
-    y, t, converged, k = z, 1.0, False, 0
-    for k in range(1, n_iter + 1):
-        _, _, mappings = _gradient_mappings(dictionaries, x, y, lams, steps, nonneg)
-        z_next = _shrink(y - t_out * dictionaries[-1].analyze(mappings[-1]), t_out * lams[-1], nonneg)
-        change = float((z_next - z).norm() / z.norm().clamp_min(torch.finfo(x.dtype).tiny)) if z.norm() > 0 \
-            else float((z_next - z).norm() > 0)
-        if momentum:
-            t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            y = z_next + ((t - 1) / t_next) * (z_next - z)
-            t = t_next
-        else:
-            y = z_next
-        z = z_next
+    state = {"converged": False}
+
+    def gradient_mapping(y):  # D_Lᵀ G_{L−1}(D_L Y): the nested mappings of eq-ch6-ml-fista
+        return dictionaries[-1].analyze(_gradient_mappings(dictionaries, x, y, lams, steps, nonneg)[2][-1])
+
+    # Γ_L ← S_{tλ_L}(Y − t D_Lᵀ G_{L−1})
+    step = forward_backward(gradient_mapping, lambda u, eta, out: _shrink(u, eta * lams[-1], nonneg), t_out)
+
+    def monitor(k, z_next, z_prev, delta):
+        change = float((z_next - z_prev).norm() / z_prev.norm().clamp_min(torch.finfo(x.dtype).tiny)) \
+            if z_prev.norm() > 0 else float((z_next - z_prev).norm() > 0)
         if keep_history:
-            history.append(objective(z))
+            history.append(objective(z_next))
         if change < tol:
-            converged = True
-            break
+            state["converged"] = True
+            return True
+        return None
+
+    z, k = proximal_gradient(step, z, n_iter, momentum="fista" if momentum else "none", monitor=monitor)
+    converged = state["converged"]
     chain, inner, _ = _gradient_mappings(dictionaries, x, z, lams, steps, nonneg)
     if not keep_history:
         history.append(objective(z))

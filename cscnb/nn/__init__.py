@@ -8,15 +8,17 @@
 * :mod:`~cscnb.nn.lista` — LISTA, LISTA-CP and ALISTA, unrolled solvers with learned weights (chapter 10);
 * :mod:`~cscnb.nn.sparsity` — sparse activations (shifted ReLU, top-k), activation penalties, sparsity
   metrics and the training loop that uses them (chapter 11);
-* :mod:`~cscnb.nn.csc_layer`, :mod:`~cscnb.nn.csc_ops`, :mod:`~cscnb.nn.conversion` — SDNet's convolutional
-  sparse-coding layer as a drop-in ``nn.Conv2d``, its fused step, synthesis forms and step size, and the
-  conversion of any CNN (chapters 12 and 13).
+* :mod:`~cscnb.nn.csc_layer`, :mod:`~cscnb.nn.csc_functional`, :mod:`~cscnb.nn.csc_ops`,
+  :mod:`~cscnb.nn.csc_implicit`, :mod:`~cscnb.nn.conversion` — SDNet's convolutional sparse-coding layer as a
+  drop-in ``nn.Conv2d``, its functional form, fused step, synthesis forms and step-size state, its implicit
+  gradient, and the conversion of any CNN (chapters 12 and 13).
 """
 from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, conv_operator_norm, dilate_kernel
 from .conversion import convert
-from .csc_layer import BACKWARDS, STEP_MARGIN, CSCLayer, csc_code, test_time_lam, unit_norm_atoms
-from .csc_ops import (SYNTHESES, FusedProxGrad, PowerIterationStep, code_shape, fastest_synthesis, flipped_available,
-                      synchronize, synthesis_operator)
+from .csc_layer import (ATOM_NORMS, BACKWARDS, STEP_FACTOR, CSCLayer, csc_code, frozen_step_size, test_time_lam,
+                        unit_norm_atoms)
+from .csc_ops import (SYNTHESES, SYNTHESIS_CHOICES, FusedProxGrad, PowerIterationStep, code_shape, conv_gram,
+                      fastest_synthesis, flipped_available, resolve_synthesis, synchronize, synthesis_operator)
 from .lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, FitConfig, FitResult, UnrolledConfig, activation_fn,
                     empirical_rate, firm_threshold, fit_unrolled, hopfield_energy, iterate_errors, theorem_thresholds)
 from .sparse_coding import SparseCodingConv2d, SparseCodingLinear
@@ -28,6 +30,7 @@ __all__ = ["SparseCodingConv2d", "SparseCodingLinear",
            "ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
            "theorem_thresholds", "iterate_errors", "empirical_rate", "FitConfig", "FitResult", "fit_unrolled",
            "hopfield_energy",
-           "CSCLayer", "csc_code", "test_time_lam", "unit_norm_atoms", "BACKWARDS", "STEP_MARGIN", "convert",
-           "SYNTHESES", "code_shape", "flipped_available", "synthesis_operator", "fastest_synthesis", "synchronize",
-           "FusedProxGrad", "PowerIterationStep"]
+           "CSCLayer", "csc_code", "test_time_lam", "frozen_step_size", "unit_norm_atoms", "BACKWARDS", "ATOM_NORMS",
+           "STEP_FACTOR", "convert", "SYNTHESES", "SYNTHESIS_CHOICES", "code_shape", "flipped_available",
+           "synthesis_operator", "resolve_synthesis", "fastest_synthesis", "synchronize", "conv_gram", "FusedProxGrad",
+           "PowerIterationStep"]

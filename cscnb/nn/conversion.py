@@ -1,12 +1,14 @@
 r"""Swap the ``nn.Conv2d`` layers of any model for :class:`cscnb.nn.csc_layer.CSCLayer` (chapter 12).
 
-``convert(model)`` turns a CNN into its sparse-coding twin (:cite:t:`dai2022revisiting` build
-SDNet-18 from ResNet-18 this way): every selected convolution becomes a layer that solves
-``eq-ch12-model`` with the same in/out channels, kernel, stride and padding, so output shapes and
-the rest of the model are unchanged.
+``convert(model)`` turns a CNN into a sparse-coding variant: every selected convolution becomes a layer
+that runs a few proximal-gradient steps on ``eq-ch12-model`` with the same in/out channels, kernel,
+stride and padding, so output shapes and the rest of the model are unchanged. (SDNet-18 of
+:cite:t:`dai2022revisiting` replaces only the stem convolution of ResNet-18, SDNet-18-all also every 3×3
+convolution; ``select`` picks such subsets.)
 """
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from .csc_layer import CSCLayer
@@ -61,7 +63,8 @@ def convert(model: nn.Module, *, select=None, copy_weights: bool = True, **csc_k
                          padding=conv.padding, **csc_kwargs)
         layer = layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
         if copy_weights:
-            layer.weight.data.copy_(conv.weight.data)
+            with torch.no_grad():  # a tracked write (not .data), so the layer's step-size cache sees it
+                layer.weight.copy_(conv.weight)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer)

@@ -28,6 +28,7 @@ from ..core.dictionary import LinearDictionary
 from ..core.prox import hard_threshold, nonneg_soft_threshold, soft_threshold
 from ..core.validation import check_choice, check_number, check_threshold, nonneg_number, positive_int, positive_number
 from ..data.planted import PlantedCodes, planted_sparse_codes
+from ..solvers.engine import proximal_gradient
 from ..theory.bounds import generalized_coherence_weights
 
 __all__ = ["ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
@@ -111,7 +112,11 @@ def _dictionary_weight(dictionary) -> torch.Tensor:
 
 
 class _UnrolledSolver(nn.Module):
-    """Shared loop: z_0 = 0, z_{k+1} = η_{θ_k}(layer_input(k, x, z_k)); subclasses define layer_input."""
+    """Shared loop: z_0 = 0, z_{k+1} = η_{θ_k}(layer_input(k, x, z_k)); subclasses define layer_input.
+
+    The loop is the package's proximal-gradient loop (:func:`cscnb.solvers.engine.proximal_gradient`) without
+    momentum, one step map per layer.
+    """
 
     def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig):
         super().__init__()
@@ -152,9 +157,14 @@ class _UnrolledSolver(nn.Module):
         z = x.new_zeros(x.shape[0], self.n_atoms)
         iterates = [z]
         thresholds = self.thresholds
-        for k in range(self.config.n_layers):
-            z = self._activation(self.layer_input(k, x, z), thresholds[k])
-            iterates.append(z)
+
+        def step(y, k, out):  # layer k: its affine map, then its thresholding activation
+            return self._activation(self.layer_input(k, x, y), thresholds[k])
+
+        def collect(k, z_next, z_prev, delta):
+            iterates.append(z_next)
+        z, _ = proximal_gradient(step, z, self.config.n_layers, momentum="none",
+                                 monitor=collect if return_iterates else None)
         return torch.stack(iterates) if return_iterates else z
 
     def extra_repr(self) -> str:

@@ -6,7 +6,9 @@ Each layer holds a dictionary :math:`D` (its weight) and per-atom thresholds
 
 .. math:: \min_{z \ge 0}\ \tfrac12\|x - Dz\|_2^2 + \sum_i \theta_i z_i ,
 
-.. math:: z_{k+1} = \operatorname{ReLU}\big(z_k - \eta\,D^\top(Dz_k - x) - \eta\,\theta\big).
+.. math:: z_{k+1} = \operatorname{ReLU}\big(z_k - \eta\,D^\top(Dz_k - x) - \eta\,\theta\big)
+
+(ISTA: the package's proximal-gradient loop without momentum, :func:`cscnb.solvers.engine.proximal_gradient`).
 
 **Step-size convention.** The step :math:`\eta` is a fixed constant (default 1). With
 :math:`z_0 = 0` the first step is :math:`\operatorname{ReLU}(\eta D^\top x - \eta\theta)`; for
@@ -33,7 +35,8 @@ import torch.nn as nn
 
 from ..core.dictionary import ConvDictionary, LinearDictionary
 from ..core.prox import nonneg_soft_threshold
-from ..core.validation import check_choice, pair, positive_int, positive_number
+from ..core.validation import check_choice, conv2d_geometry, positive_int, positive_number
+from ..solvers.engine import proximal_gradient
 
 __all__ = ["SparseCodingConv2d", "SparseCodingLinear"]
 
@@ -80,12 +83,8 @@ class SparseCodingConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  n_iter: int = 1, step: float = 1.0, threshold=0.01, padding_mode: str = "zeros"):
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.out_channels = positive_int(out_channels, "out_channels")
-        self.kernel_size = pair(kernel_size, "kernel_size", 1)
-        self.stride = pair(stride, "stride", 1)
-        self.padding = pair(padding, "padding", 0)
-        self.dilation = pair(dilation, "dilation", 1)
+        (self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
+         self.dilation) = conv2d_geometry(in_channels, out_channels, kernel_size, stride, padding, dilation)
         self.n_iter = positive_int(n_iter, "n_iter")
         self.step = positive_number(step, "step")
         self.padding_mode = check_choice(padding_mode, "padding_mode", ("zeros", "circular"))
@@ -112,11 +111,13 @@ class SparseCodingConv2d(nn.Module):
         eta = self.step
         t = (eta * self.threshold).view(1, -1, 1, 1)
         analysis = D.analyze(x)  # Dᵀx, reused by every step
-        z = nonneg_soft_threshold(eta * analysis, t)  # first step from z_0 = 0
-        for _ in range(self.n_iter - 1):
+
+        def step(z, k, out):
+            if k == 0:
+                return nonneg_soft_threshold(eta * analysis, t)  # first step from z_0 = 0
             gradient = D.analyze(D.synthesize(z, output_size=x.shape[2:])) - analysis
-            z = nonneg_soft_threshold(z - eta * gradient, t)
-        return z
+            return nonneg_soft_threshold(z - eta * gradient, t)
+        return proximal_gradient(step, analysis.new_zeros(()).expand_as(analysis), self.n_iter, momentum="none")[0]
 
     def to_conv2d(self) -> nn.Conv2d:
         r"""The ``nn.Conv2d`` (weight :math:`\eta W`, bias :math:`-\eta\theta`) whose ReLU equals this layer.
@@ -198,10 +199,12 @@ class SparseCodingLinear(nn.Module):
             raise TypeError(f"x has dtype {x.dtype} but the layer has dtype {self.weight.dtype}; convert one of them")
         eta, t = self.step, self.step * self.threshold
         analysis = D.analyze(x)
-        z = nonneg_soft_threshold(eta * analysis, t)
-        for _ in range(self.n_iter - 1):
-            z = nonneg_soft_threshold(z - eta * (D.analyze(D.synthesize(z)) - analysis), t)
-        return z
+
+        def step(z, k, out):
+            if k == 0:
+                return nonneg_soft_threshold(eta * analysis, t)  # first step from z_0 = 0
+            return nonneg_soft_threshold(z - eta * (D.analyze(D.synthesize(z)) - analysis), t)
+        return proximal_gradient(step, analysis.new_zeros(()).expand_as(analysis), self.n_iter, momentum="none")[0]
 
     def to_linear(self) -> nn.Linear:
         r"""The ``nn.Linear`` (weight :math:`\eta W`, bias :math:`-\eta\theta`) whose ReLU equals this one-step layer.

@@ -13,7 +13,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..core.prox import nonneg_soft_threshold
 from ..core.validation import check_choice, check_int, nonneg_int, nonneg_number, positive_int, positive_number
+from ..solvers.engine import forward_backward, proximal_gradient
 
 __all__ = ["conv_operator_norm", "dilate_kernel", "UnfoldedCSCLayer"]
 
@@ -119,17 +121,15 @@ def proximal_steps(z_prev, z, gradient, threshold, step: float, n_steps: int, me
 
     ``z_prev`` is the initial point and ``z`` the first step from it; FISTA extrapolates
     :math:`y = z_k + \tfrac{t_k - 1}{t_{k+1}}(z_k - z_{k-1})` with :math:`t_1 = 1` (ISTA: :math:`y = z_k`).
+    The package's loop (:func:`cscnb.solvers.engine.proximal_gradient`) with the non-negative prox.
     """
-    t = 1.0
-    for _ in range(n_steps):
-        if method == "fista":
-            t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-            y = z + ((t - 1) / t_next) * (z - z_prev)
-            t = t_next
-        else:
-            y = z
-        z_prev, z = z, torch.relu(y - step * gradient(y) - step * threshold)
-    return z
+    forward_backward_step = forward_backward(
+        gradient, lambda u, eta, out: nonneg_soft_threshold(u, eta * threshold, out=out, check=False), step)
+
+    def step_map(y, k, out):
+        return z if k == 0 else forward_backward_step(y, k, out)  # the first step is the caller's
+    momentum = "fista" if method == "fista" else "none"
+    return proximal_gradient(step_map, z_prev, n_steps + 1, momentum=momentum)[0]
 
 
 class UnfoldedCSCLayer(nn.Module):

@@ -8,6 +8,8 @@ throughput (``eq-ch14-walltime``).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from ..core.validation import nonneg_int, nonneg_number, positive_int, positive_number
@@ -18,30 +20,18 @@ __all__ = ["csc_layer_macs", "training_flops", "training_hours"]
 def csc_layer_macs(conv_macs: int, n_iter: int) -> int:
     r"""Multiply-accumulates of a CSC layer's forward pass: :math:`(2K - 1)\,M` (chapter 14, ``eq-ch14-csc-macs``).
 
-    :math:`K` FISTA steps from :math:`z_0 = 0` need :math:`K` analyses (:math:`A^\top x` once, then
-    :math:`A^\top(Ay_k)` per further step) and :math:`K - 1` syntheses :math:`Ay_k`, each costing the
-    :math:`M` MACs of the ``Conv2d`` it replaces.
+    :math:`K` FISTA steps from :math:`z_0 = 0` in residual form compute :math:`K` analyses (:math:`A^\top x`,
+    then :math:`A^\top(x - Ay_k)` per further step) and :math:`K - 1` syntheses :math:`Ay_k`, each costing the
+    :math:`M` MACs of the ``Conv2d`` it replaces — for the ``conv_transpose2d`` synthesis (the layer's
+    ``synthesis="auto"``); the ``conv2d`` form of the synthesis costs :math:`M` only with "same" padding.
     """
     conv_macs, n_iter = nonneg_int(conv_macs, "conv_macs"), positive_int(n_iter, "n_iter")
     return (2 * n_iter - 1) * conv_macs
 
 
 def _warm_up(model: torch.nn.Module, x: torch.Tensor) -> None:
-    # the CSC layers' first call at a new input size runs 50 power iterations; the step size scales the
-    # iterates but not the operation count, so one cheap iteration per layer stands in for it
-    from ..nn.csc_layer import CSCLayer
-    def prime(layer, args):
-        layer.refresh_step_size(args[0], n_iter=1)  # returns None: a pre-hook's return value would replace the input
-
-    hooks = [m.register_forward_pre_hook(prime) for m in model.modules() if isinstance(m, CSCLayer)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    # a layer may also time its implementations (e.g. the fastest synthesis) on its first call in each grad
-    # mode; those trial convolutions must not be counted, so both modes run once before counting
+    # the CSC layers' first call at a new input size runs their power iterations, and a layer may time its
+    # implementations (synthesis="timed") on its first call in each grad mode; neither may be counted
     with torch.no_grad():
         model(x)
     model(x).sum().backward()
@@ -52,11 +42,14 @@ def training_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
 
     Counted by ``FlopCounterMode``: convolutions (including transposed ones) and matrix products of the
     forward pass, the cross-entropy loss and the backward pass; elementwise work (batch norm, ReLU,
-    prox) is not counted. Returns ``{"forward", "train_step"}`` per image. The model's CSC layers have
-    their step size cached beforehand, so the count is that of a steady training step (whose at most two
-    warm power iterations at batch 1 are left out). Feeds chapter 14, ``eq-ch14-walltime``.
+    prox) is not counted. Returns ``{"forward", "train_step"}`` per image. The model's CSC layers count with
+    their step size frozen (:func:`cscnb.nn.csc_layer.frozen_step_size`): the warm power iterations a
+    training step runs at batch size 1 (``power_iters`` analyses and syntheses per layer) are left out.
+    Feeds chapter 14, ``eq-ch14-walltime``.
     """
     from torch.utils.flop_counter import FlopCounterMode
+
+    from ..nn.csc_layer import CSCLayer, frozen_step_size
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or not isinstance(y, torch.Tensor) or len(y) != len(x):
         raise ValueError("x must be a batch tensor and y a label tensor of the same length")
     was_training = model.training
@@ -64,14 +57,17 @@ def training_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
         model.train()
         _warm_up(model, x)
         model.zero_grad(set_to_none=True)
-        model.eval()
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-        forward = counter.get_total_flops()
-        model.train()
-        with FlopCounterMode(display=False) as counter:
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-        step = counter.get_total_flops()
+        frozen = frozen_step_size(model) if any(isinstance(m, CSCLayer) for m in model.modules()) \
+            else contextlib.nullcontext()
+        with frozen:
+            model.eval()
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x)
+            forward = counter.get_total_flops()
+            model.train()
+            with FlopCounterMode(display=False) as counter:
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+            step = counter.get_total_flops()
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)

@@ -1,8 +1,9 @@
 r"""What the CSC layer costs against its own convolutions (chapter 12, ``eq-ch12-floor``).
 
-From :math:`z_0 = 0`, :math:`K` FISTA steps of the CSC layer need :math:`K` analyses
+From :math:`z_0 = 0`, :math:`K` FISTA steps of the CSC layer in residual form compute :math:`K` analyses
 (:math:`A^\top x` once, then :math:`A^\top(x - Ay)` per further step) and :math:`K - 1` syntheses
-:math:`Ay`, so no implementation built from these primitives can be faster than the *floor*
+:math:`Ay`, so an implementation that runs exactly these convolutions takes at least their summed time, the
+*floor*
 
 .. math:: T_{\text{floor}}(K) = K\,t_a + (K - 1)\,t_s ,
 
@@ -25,10 +26,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..core.validation import positive_int
+from ..nn.csc_layer import frozen_step_size
 from ..nn.csc_ops import SYNTHESES, flipped_available, synchronize, synthesis_operator
 
-__all__ = ["interleaved_medians", "interleaved_times", "forward_call", "forward_backward_call", "csc_layer_floor", "step_size_share",
-           "conv_primitive_calls", "layer_costs"]
+__all__ = ["interleaved_medians", "interleaved_times", "forward_call", "forward_backward_call", "csc_layer_floor",
+           "step_size_share", "conv_primitive_calls", "layer_costs"]
 
 
 def interleaved_medians(calls: dict, repeats: int = 7, device="cpu") -> dict:
@@ -69,7 +71,7 @@ def forward_call(fn, *inputs):
 
 
 def forward_backward_call(fn, inputs, params=()):
-    r"""A callable running ``fn(*inputs)`` and :math:`\nabla\langle g, \mathrm{out}\rangle` w.r.t. every input and param.
+    r"""A callable running ``fn(*inputs)`` and :math:`\nabla\langle g, \mathrm{out}\rangle` w.r.t. inputs and params.
 
     ``g`` is a fixed random tensor; the forward+backward time of chapter 12, ``eq-ch12-floor``.
     """
@@ -85,7 +87,7 @@ def forward_backward_call(fn, inputs, params=()):
 
 
 def csc_layer_floor(t_analysis: float, t_synthesis: float, n_iter: int) -> float:
-    r""":math:`K t_a + (K - 1) t_s`: the time of the convolutions alone in :math:`K` CSC steps (chapter 12, ``eq-ch12-floor``)."""
+    r""":math:`K t_a + (K - 1) t_s`: the time of the convolutions alone in :math:`K` CSC steps (``eq-ch12-floor``)."""
     n_iter = positive_int(n_iter, "n_iter")
     return n_iter * t_analysis + (n_iter - 1) * t_synthesis
 
@@ -137,7 +139,7 @@ def layer_costs(layer: nn.Module, x: torch.Tensor, n_iters=(2, 5, 10), repeats: 
     primitive_calls = conv_primitive_calls(x, weight, layer.stride, layer.padding, backward)
     calls = {f"primitive_{name}": call for name, call in primitive_calls.items()}
     saved_n_iter = layer.n_iter
-    layer.lipschitz(x)  # the step size for this input size (cached: no power iteration while timing)
+    layer.lipschitz(x)  # the step size for this input size; frozen below: no power iteration while timing
     xg = x.detach().requires_grad_(backward)
     params = [p for p in layer.parameters() if p.requires_grad]
     sequence_synthesis = None
@@ -158,7 +160,8 @@ def layer_costs(layer: nn.Module, x: torch.Tensor, n_iters=(2, 5, 10), repeats: 
             calls[f"floor_K{n_iter}"] = sequence
     calls["conv2d"] = forward_backward_call(conv, (xg,), list(conv.parameters())) if backward else forward_call(conv, x)
     try:
-        times = interleaved_times(calls, repeats, x.device)
+        with frozen_step_size(layer):
+            times = interleaved_times(calls, repeats, x.device)
     finally:
         layer.n_iter = saved_n_iter
     medians = {name: statistics.median(values) for name, values in times.items()}
@@ -171,7 +174,8 @@ def layer_costs(layer: nn.Module, x: torch.Tensor, n_iters=(2, 5, 10), repeats: 
     for n_iter in n_iters:
         t_layer, floor = medians[f"layer_K{n_iter}"], csc_layer_floor(t_a, t_s, n_iter)
         paired = [t / csc_layer_floor(a, s, n_iter) for t, a, s in
-                  zip(times[f"layer_K{n_iter}"], times["primitive_analysis"], times[f"primitive_{synthesis_name}"])]
+                  zip(times[f"layer_K{n_iter}"], times["primitive_analysis"], times[f"primitive_{synthesis_name}"],
+                      strict=True)]
         row = {"layer": t_layer, "floor": floor, "ratio_to_floor": t_layer / floor,
                "paired_ratio_to_floor": statistics.median(paired), "ratio_to_conv2d": t_layer / medians["conv2d"]}
         if floor_sequences:
@@ -179,7 +183,7 @@ def layer_costs(layer: nn.Module, x: torch.Tensor, n_iters=(2, 5, 10), repeats: 
             row.update(floor_sequence=medians[f"floor_K{n_iter}"],
                        ratio_to_floor_sequence=t_layer / medians[f"floor_K{n_iter}"],
                        paired_ratio_to_floor_sequence=statistics.median(
-                           [t / f for t, f in zip(times[f"layer_K{n_iter}"], sequence_times)]))
+                           [t / f for t, f in zip(times[f"layer_K{n_iter}"], sequence_times, strict=True)]))
         result["per_n_iter"][n_iter] = row
     return result
 
@@ -189,9 +193,10 @@ def step_size_share(layer: nn.Module, x: torch.Tensor, n_steps: int = 5, lr: flo
 
     Runs ``n_steps`` training steps of ``layer`` alone (forward, backward of :math:`\langle g, z\rangle`,
     an SGD update of the weight, which changes it in place as an optimizer does) after one warm-up
-    step. Per step it times :meth:`CSCLayer.lipschitz` (the warm-started power iterations run there,
-    because the weight changed) separately from forward+backward (which then finds the cached value),
-    and counts ``PowerIterationStep.power_iterations``. Returns ``share`` = step-size time / total,
+    step. Per step it times the refresh a training forward pass runs (:meth:`CSCLayer.update_step_size`:
+    ``power_iters`` warm power iterations at batch size 1) separately from forward+backward with that
+    step size (:func:`cscnb.nn.csc_layer.frozen_step_size`), and counts
+    ``PowerIterationStep.power_iterations``. Returns ``share`` = step-size time / total,
     ``power_iterations_per_step`` (a list) and the median times.
     """
     params = [p for p in layer.parameters() if p.requires_grad]
@@ -199,17 +204,20 @@ def step_size_share(layer: nn.Module, x: torch.Tensor, n_steps: int = 5, lr: flo
     power, total, counts = [], [], []
     for step in range(n_steps + 1):
         before = layer.step_size.power_iterations
+        synchronize(x.device)
         start = time.perf_counter()
-        layer.lipschitz(x)
+        layer.update_step_size(x)
+        synchronize(x.device)
         middle = time.perf_counter()
-        out = layer(x)
+        with frozen_step_size(layer):
+            out = layer(x)
         if g is None:
             g = torch.randn(out.shape, generator=torch.Generator().manual_seed(0)).to(out)
         grads = torch.autograd.grad(out, params, g)
         synchronize(x.device)
         end = time.perf_counter()
         with torch.no_grad():
-            for p, grad in zip(params, grads):
+            for p, grad in zip(params, grads, strict=True):
                 p.sub_(lr * grad)  # in place, like an optimizer step: the weight's version changes
         if step > 0:  # step 0 estimates L from scratch for the new input size
             power.append(middle - start)

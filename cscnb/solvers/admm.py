@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from .fourier import FourierConvOperator, prox_into
+from ..core.prox import elastic_net_prox
+from .fourier import FourierConvOperator
 
 __all__ = ["fourier_admm"]
 
@@ -37,11 +38,6 @@ MAX_RHO_FACTOR = 100.0  # largest single change of ρ
 
 def _norm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1)
-
-
-def _prox(v, threshold, shrink, nonneg):
-    out = torch.relu(v - threshold) if nonneg else v - torch.clamp(v, -threshold, threshold)
-    return out / (1 + shrink)
 
 
 class _ShiftedInverse:
@@ -70,107 +66,78 @@ class _ShiftedInverse:
         return (b - op.analyze_spectrum(inner)) / rho.reshape(-1, *([1] * (b.ndim - 1)))
 
 
-def _admm_phase(op, x, y, u, rho, lam_t, mu, nonneg, max_iter, tol, check_every):
-    """ADMM iterations from the state (y, u, ρ); returns the new state, the iterations run and convergence."""
-    batch = x.shape[0]
-    view = (batch,) + (1,) * (y.ndim - 1)
-    solve_shifted = _ShiftedInverse(op)
-    analysis_spectrum = op.analyze_spectrum(op.rfft(x))            # D̂ᵀx, computed once
-    converged = torch.zeros(batch, dtype=torch.bool, device=x.device)
-    k = 0
-    for k in range(1, max_iter + 1):
-        rho_v = rho.reshape(view)
-        z = op.irfft(solve_shifted(analysis_spectrum + op.rfft(rho_v * (y - u)), rho))
-        relaxed = RELAXATION * z + (1 - RELAXATION) * y
-        y_next = _prox(relaxed + u, lam_t / rho_v, mu / rho_v, nonneg)
-        u = u + relaxed - y_next
-        y_prev, y = y, y_next
-        balance = k % BALANCE_PERIOD == 0
-        if not (balance or k % check_every == 0 or k == max_iter):
-            continue
-        with torch.no_grad():
-            y_norm = _norm(y)
-            primal = _norm(z - y) / torch.maximum(_norm(z), y_norm).clamp_min(torch.finfo(x.dtype).tiny)
-            change = _norm(y - y_prev)
-            dual = change / _norm(u).clamp_min(torch.finfo(x.dtype).tiny)
-            # converged: the code stopped moving and the split is closed, both relative to tol
-            converged = (change <= tol * y_norm) & (primal <= tol)
-            if bool(converged.all()):
-                break
-            if balance:
-                ratio = primal / dual.clamp_min(torch.finfo(x.dtype).tiny)
-                factor = torch.sqrt(torch.where(ratio > 1, ratio, 1 / ratio.clamp_min(1e-30)))
-                factor = factor.clamp(max=MAX_RHO_FACTOR)
-                factor = torch.where(ratio > BALANCE_RATIO, factor,
-                                     torch.where(ratio < 1 / BALANCE_RATIO, 1 / factor, torch.ones_like(factor)))
-        # the scaled dual u = (dual variable)/ρ changes with ρ
-        if balance:
-            rho = rho * factor
-            u = u / factor.reshape(view)
-    return (y, u, rho), k, bool(converged.all())
+def _admm_phase(op, x, y, u, rho, lam_t, mu, nonneg, max_iter, tol, check_every, inplace: bool):
+    """ADMM iterations from the state (y, u, ρ); returns the new state, the iterations run and convergence.
 
-
-def _admm_phase_inplace(op, x, y, u, rho, lam_t, mu, nonneg, max_iter, tol, check_every):
-    """:func:`_admm_phase` without autograd, in reused buffers (fresh large tensors cost page faults).
-
-    Same iterates up to rounding; the x-update is computed as (b/ρ − Ĥᴴ(Ĥ b/ρ)/(ρ + ‖ĥ‖²)) so that
-    no division by ρ touches the large arrays.
+    ``inplace`` (no autograd): every large array is written into reused buffers (fresh large tensors cost
+    page faults); otherwise the same operations allocate, and the loop is differentiable. The x-update is
+    computed as (b/ρ − Ĥᴴ(Ĥ b/ρ)/(ρ + ‖ĥ‖²)) so that no division by ρ touches the large arrays.
     """
     batch = x.shape[0]
     view = (batch,) + (1,) * (y.ndim - 1)
     solve_shifted = _ShiftedInverse(op)
     analysis_spectrum = op.analyze_spectrum(op.rfft(x))            # D̂ᵀx, computed once
-    y, u = y.clone(), u.clone()                                     # never write into the caller's tensors
-    y_next, z, v = torch.empty_like(y), torch.empty_like(y), torch.empty_like(y)
-    spectrum = torch.empty_like(analysis_spectrum)
+    buffers = {}
+    if inplace:
+        y, u = y.clone(), u.clone()                                 # never write into the caller's tensors
+        buffers = {"y_next": torch.empty_like(y), "z": torch.empty_like(y), "v": torch.empty_like(y),
+                   "spectrum": torch.empty_like(analysis_spectrum)}
     scaled_analysis = None
     converged = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    tiny = torch.finfo(x.dtype).tiny
     k = 0
     for k in range(1, max_iter + 1):
         if scaled_analysis is None:                                 # D̂ᵀx/ρ, refreshed when ρ changes
-            scaled_analysis = analysis_spectrum / rho.reshape(view)
             rho_v = rho.reshape(view)
+            scaled_analysis = analysis_spectrum / rho_v
             threshold = lam_t / rho_v
-            scalar_threshold = float(threshold) if threshold.numel() == 1 else None
-            shrink = mu / rho_v
-        torch.sub(y, u, out=v)
-        torch.fft.rfftn(v, dim=op.dims, out=spectrum)
-        spectrum.add_(scaled_analysis)                              # b/ρ
+            threshold = float(threshold) if threshold.numel() == 1 else threshold
+            shrink = mu / rho_v if mu else 0.0
+        v = torch.sub(y, u, out=buffers.get("v"))
+        spectrum = torch.fft.rfftn(v, dim=op.dims, out=buffers.get("spectrum"))
+        spectrum = torch.add(spectrum, scaled_analysis, out=buffers.get("spectrum"))  # b/ρ
         if op.in_channels == 1:
             inner = op.synthesize_spectrum(spectrum) / (rho.reshape(-1, 1, *([1] * solve_shifted.energy.ndim))
                                                       + solve_shifted.energy)
-            spectrum.addcmul_(op.spectra[:, 0].conj(), inner, value=-1)
+            spectrum = torch.addcmul(spectrum, op.spectra[:, 0].conj(), inner, value=-1,
+                                     out=buffers.get("spectrum"))
         else:
-            spectrum = solve_shifted(spectrum * rho.reshape(view), rho)
-        torch.fft.irfftn(spectrum, s=op.signal_size, dim=op.dims, out=z)
+            spectrum = solve_shifted(spectrum * rho_v, rho)
+        z = torch.fft.irfftn(spectrum, s=op.signal_size, dim=op.dims, out=buffers.get("z"))
         check = k % BALANCE_PERIOD == 0 or k % check_every == 0 or k == max_iter
         if check:
-            z_norm, primal = _norm(z), None
-        relaxed = z.mul_(RELAXATION).add_(y, alpha=1 - RELAXATION)
-        torch.add(relaxed, u, out=v)
-        prox_into(v, y_next, threshold, scalar_threshold, shrink if mu else None, nonneg)
-        u.add_(relaxed).sub_(y_next)
-        y, y_next = y_next, y                                       # y_next now holds the previous y
+            with torch.no_grad():
+                z_norm = _norm(z)
+        relaxed = torch.mul(z, RELAXATION, out=buffers.get("z"))
+        relaxed = torch.add(relaxed, y, alpha=1 - RELAXATION, out=buffers.get("z"))
+        v = torch.add(relaxed, u, out=buffers.get("v"))
+        y_next = elastic_net_prox(v, threshold, shrink, nonneg, out=buffers.get("y_next"), check=False)
+        u = torch.sub(torch.add(u, relaxed, out=u if inplace else None), y_next, out=u if inplace else None)
+        y, y_prev = y_next, y
+        if inplace:
+            buffers["y_next"] = y_prev                              # the previous y's memory is next y's
         if not check:
             continue
-        tiny = torch.finfo(x.dtype).tiny
-        y_norm = _norm(y)
-        # z − y from the relaxed point r = αz + (1 − α)y_prev:  z − y = ((r − y) + (α − 1)(y_prev − y))/α
-        split = (relaxed - y).add_(y_next - y, alpha=RELAXATION - 1).div_(RELAXATION)
-        primal = _norm(split) / torch.maximum(z_norm, y_norm).clamp_min(tiny)
-        change = _norm(y - y_next)
-        converged = (change <= tol * y_norm) & (primal <= tol)
-        if bool(converged.all()):
-            break
-        if k % BALANCE_PERIOD == 0:
+        with torch.no_grad():
+            y_norm = _norm(y)
+            # z − y from the relaxed point r = αz + (1 − α)y_prev:  z − y = ((r − y) + (α − 1)(y_prev − y))/α
+            split = (relaxed - y).add_(y_prev - y, alpha=RELAXATION - 1).div_(RELAXATION)
+            primal = _norm(split) / torch.maximum(z_norm, y_norm).clamp_min(tiny)
+            change = _norm(y - y_prev)
+            # converged: the code stopped moving and the split is closed, both relative to tol
+            converged = (change <= tol * y_norm) & (primal <= tol)
+            if bool(converged.all()):
+                break
+            if k % BALANCE_PERIOD != 0:
+                continue
             ratio = primal / (change / _norm(u).clamp_min(tiny)).clamp_min(tiny)
             factor = torch.sqrt(torch.where(ratio > 1, ratio, 1 / ratio.clamp_min(1e-30))).clamp(max=MAX_RHO_FACTOR)
             factor = torch.where(ratio > BALANCE_RATIO, factor,
                                  torch.where(ratio < 1 / BALANCE_RATIO, 1 / factor, torch.ones_like(factor)))
-            if bool((factor != 1).any()):
-                rho = rho * factor
-                u.div_(factor.reshape(view))
-                scaled_analysis = None
+        if bool((factor != 1).any()):  # the scaled dual u = (dual variable)/ρ changes with ρ
+            rho = rho * factor
+            u = torch.div(u, factor.reshape(view), out=u if inplace else None)
+            scaled_analysis = None
     return (y, u, rho), k, bool(converged.all())
 
 
@@ -187,19 +154,18 @@ def fourier_admm(dictionary, x: torch.Tensor, lam_t: torch.Tensor, mu: float, no
     run in that dtype to ``max(tol, 10·eps)``, then continue in ``x``'s dtype from its ``y``.
     """
     signal_size = tuple(x.shape[2:])
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (x, z0, lam_t, dictionary.weight))
-    phase = _admm_phase if needs_grad else _admm_phase_inplace
+    inplace = not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, z0, lam_t, dictionary.weight)))
     # ρ₀ = 50 λ + 1: the initial penalty suggested by Wohlberg (2016) for this problem
     rho = (50 * lam_t.mean() + 1).reshape(1).expand(x.shape[0]).to(x.dtype).clone()
     state, total = (z0, torch.zeros_like(z0), rho), 0
     if iterate_dtype is not None and iterate_dtype != x.dtype:
         op_low = FourierConvOperator(dictionary, signal_size, dtype=iterate_dtype)
         phase_tol = max(tol, 10 * torch.finfo(iterate_dtype).eps)
-        state, total, _ = phase(op_low, x.to(iterate_dtype), *(t.to(iterate_dtype) for t in state),
-                                      lam_t.to(iterate_dtype), mu, nonneg, max_iter, phase_tol, check_every)
+        state, total, _ = _admm_phase(op_low, x.to(iterate_dtype), *(t.to(iterate_dtype) for t in state),
+                                      lam_t.to(iterate_dtype), mu, nonneg, max_iter, phase_tol, check_every, inplace)
         # the whole state (code, scaled dual, penalty) carries over: ADMM's fixed point needs all three
         state = tuple(t.to(x.dtype) for t in state)
     op = FourierConvOperator(dictionary, signal_size)
-    state, k, converged = phase(op, x, *state, lam_t, mu, nonneg, max(max_iter - total, 1), tol,
-                                      1 if total else check_every)
+    state, k, converged = _admm_phase(op, x, *state, lam_t, mu, nonneg, max(max_iter - total, 1), tol,
+                                      1 if total else check_every, inplace)
     return state[0], total + k, converged

@@ -30,8 +30,9 @@ import math
 import torch
 
 from ..core.dictionary import ConvDictionary
-from ..core.prox import elastic_net_shrink
+from ..core.prox import elastic_net_prox
 from ..core.validation import check_choice
+from .engine import proximal_gradient
 
 __all__ = ["FourierConvOperator", "fourier_applicable", "prefer_fourier", "use_fourier", "fourier_fista", "DOMAINS"]
 
@@ -124,15 +125,20 @@ class FourierConvOperator:
     def irfft(self, t: torch.Tensor) -> torch.Tensor:
         return torch.fft.irfftn(t, s=self.signal_size, dim=self.dims)
 
-    def synthesize_spectrum(self, code_spectrum: torch.Tensor) -> torch.Tensor:
-        """(B, M, *freq) → (B, C, *freq): the spectrum of D z."""
+    def synthesize_spectrum(self, code_spectrum: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+        """(B, M, *freq) → (B, C, *freq): the spectrum of D z.
+
+        ``overwrite``: with one channel, ``code_spectrum``'s memory may be used (no autograd).
+        """
+        if overwrite and self.in_channels == 1:
+            return code_spectrum.mul_(self.spectra[:, 0]).sum(dim=1, keepdim=True)
         # one channel at a time: an einsum over complex tensors permutes and copies them
         return torch.stack([(self.spectra[:, c] * code_spectrum).sum(dim=1) for c in range(self.in_channels)],
                            dim=1)
 
-    def analyze_spectrum(self, signal_spectrum: torch.Tensor) -> torch.Tensor:
-        """(B, C, *freq) → (B, M, *freq): the spectrum of Dᵀ x."""
-        out = self.spectra[:, 0].conj() * signal_spectrum[:, :1]
+    def analyze_spectrum(self, signal_spectrum: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, *freq) → (B, M, *freq): the spectrum of Dᵀ x (written into ``out`` if given)."""
+        out = torch.mul(self.spectra[:, 0].conj(), signal_spectrum[:, :1], out=out)
         for c in range(1, self.in_channels):
             out.addcmul_(self.spectra[:, c].conj(), signal_spectrum[:, c:c + 1])
         return out
@@ -157,114 +163,50 @@ class FourierConvOperator:
             return float(torch.linalg.eigvalsh(gram).amax())
 
 
-def _per_sample_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).flatten(1).sum(dim=1)
+def _phase(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, step, max_iter, tol, check_every,
+           inplace: bool):
+    """Restarted FISTA from ``z`` in ``op``'s precision; returns (z, iterations, every sample converged).
 
-
-def prox_into(u, out, threshold, scalar_threshold, shrink, nonneg):
-    """The elastic-net prox of :func:`cscnb.core.prox.elastic_net_prox` written into ``out`` (no allocation; ``u`` is left unchanged).
-
-    ``scalar_threshold`` is ``float(threshold)`` when the threshold is one number (softshrink's fast
-    path), else None; ``shrink`` a number (0 or None: no shrink) or a per-sample tensor.
-    """
-    if nonneg:
-        torch.sub(u, threshold, out=out).relu_()
-    elif scalar_threshold is not None:
-        torch.ops.aten.softshrink.out(u, scalar_threshold, out=out)
-    else:
-        torch.sub(u, torch.clamp(u, -threshold, threshold), out=out)
-    if isinstance(shrink, torch.Tensor) or shrink:  # a tensor is divided by unchecked: no device sync
-        out.div_(1 + shrink)
-    return out
-
-
-def _phase(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, step, max_iter, tol, check_every):
-    """Restarted FISTA from ``z`` in ``op``'s precision; returns (z, iterations, every sample converged)."""
-    batch = z.shape[0]
-    view = (batch,) + (1,) * (z.ndim - 1)
-    threshold, shrink = lam_t * step, mu * step
-    t = torch.ones(view, dtype=z.dtype, device=z.device)
-    y = z
-    synth_z = op.synthesize_spectrum(op.rfft(z))      # spectrum of D z (C channels only)
-    synth_y = synth_z
-    converged = torch.zeros(batch, dtype=torch.bool, device=z.device)
-    k = 0
-    for k in range(1, max_iter + 1):
-        gradient = op.irfft(op.analyze_spectrum(synth_y - x_spectrum))     # Dᵀ(D y − x)
-        z_next = elastic_net_shrink(y - step * gradient, threshold, shrink, nonneg)
-        synth_next = op.synthesize_spectrum(op.rfft(z_next))
-        delta = z_next - z
-        with torch.no_grad():
-            # gradient restart: momentum pointing uphill, (y − z_next)ᵀ(z_next − z) > 0
-            restart = (_per_sample_dot(y - z_next, delta) > 0).reshape(view)
-            t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            beta = torch.where(restart, torch.zeros_like(t), (t - 1) / t_next)
-            t = torch.where(restart, torch.ones_like(t), t_next)
-        y = z_next + beta * delta
-        # D y by linearity: no FFT of y is needed
-        beta_c = beta.reshape((batch,) + (1,) * (synth_next.ndim - 1))
-        synth_y = synth_next + beta_c * (synth_next - synth_z)
-        z, synth_z = z_next, synth_next
-        if k % check_every == 0 or k == max_iter:
-            with torch.no_grad():
-                converged = delta.flatten(1).norm(dim=1) <= tol * z.flatten(1).norm(dim=1)
-                if bool(converged.all()):
-                    break
-    return z, k, bool(converged.all())
-
-
-def _phase_inplace(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, step, max_iter, tol, check_every):
-    """:func:`_phase` without autograd, writing into reused buffers.
-
-    The arrays are large (M maps of the image); fresh allocations every iteration cost page
+    The engine's loop (:func:`cscnb.solvers.engine.proximal_gradient`, ``"restart"`` momentum) carries the
+    spectrum of :math:`Dz` as the iterate's image, so one forward FFT (of :math:`z_{k+1}`) and one inverse FFT
+    (of the gradient) per iteration suffice. ``inplace`` (no autograd): every large array is written into
+    reused buffers — the arrays are M maps of the image, and fresh allocations every iteration cost page
     faults and extra passes over memory, which dominate once the FFTs are fast.
     """
-    batch = z.shape[0]
-    view = (batch,) + (1,) * (z.ndim - 1)
     threshold, shrink = lam_t * step, mu * step
-    scalar_threshold = float(threshold) if threshold.ndim == 0 else None
-    t = torch.ones(view, dtype=z.dtype, device=z.device)
-    z = z.clone()  # never write into the caller's z0
-    y, spare, u = z.clone(), torch.empty_like(z), torch.empty_like(z)
-    spectrum = op.rfft(z)                              # (B, M, *freq), reused for every transform
-    synth_z = op.synthesize_spectrum(spectrum)
-    synth_y = synth_z
-    flat = (batch, 1, -1)
-    converged = torch.zeros(batch, dtype=torch.bool, device=z.device)
-    k = 0
-    for k in range(1, max_iter + 1):
+    if threshold.ndim == 0:
+        threshold = float(threshold)  # one number: the prox's one-pass path, no device sync per iteration
+    buffers = {}
+
+    def buffer(name, shape, dtype):
+        if not inplace:
+            return None
+        if name not in buffers or buffers[name].shape != shape:
+            buffers[name] = torch.empty(shape, dtype=dtype, device=x_spectrum.device)
+        return buffers[name]
+
+    def step_map(y, k, out, synth_y):
         residual = synth_y - x_spectrum
-        torch.mul(op.spectra[:, 0].conj(), residual[:, :1], out=spectrum)
-        for c in range(1, op.in_channels):
-            spectrum.addcmul_(op.spectra[:, c].conj(), residual[:, c:c + 1])
-        torch.fft.irfftn(spectrum, s=op.signal_size, dim=op.dims, out=u)   # Dᵀ(D y − x)
-        torch.add(y, u, alpha=-step, out=u)
-        z_next = prox_into(u, spare, threshold, scalar_threshold, shrink, nonneg)
-        torch.fft.rfftn(z_next, dim=op.dims, out=spectrum)
-        if op.in_channels == 1:
-            synth_next = spectrum.mul_(op.spectra[:, 0]).sum(dim=1, keepdim=True)
-        else:
-            synth_next = op.synthesize_spectrum(spectrum)
-        delta = torch.sub(z_next, z, out=z)            # z's buffer now holds z_next − z
-        # gradient restart (y − z_next)ᵀ(z_next − z) > 0, as two dot products without a temporary
-        d = delta.view(flat).transpose(1, 2)
-        restart = (torch.bmm(y.view(flat), d) - torch.bmm(z_next.view(flat), d)).reshape(view) > 0
-        t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-        beta = torch.where(restart, torch.zeros_like(t), (t - 1) / t_next)
-        t = torch.where(restart, torch.ones_like(t), t_next)
-        torch.addcmul(z_next, beta, delta, out=y)
-        beta_c = beta.reshape((batch,) + (1,) * (synth_next.ndim - 1))
-        synth_y = synth_next + beta_c * (synth_next - synth_z)
-        synth_z = synth_next
-        if k % check_every == 0 or k == max_iter:
+        spectrum = op.analyze_spectrum(residual, out=buffer(
+            "spectrum", (residual.shape[0], op.n_atoms, *residual.shape[2:]), residual.dtype))
+        u = torch.fft.irfftn(spectrum, s=op.signal_size, dim=op.dims, out=buffer("u", y.shape, y.dtype))  # Dᵀ(Dy − x)
+        u = torch.add(y, u, alpha=-step, out=u if inplace else None)
+        z_next = elastic_net_prox(u, threshold, shrink, nonneg, out=out, check=False)
+        spectrum = torch.fft.rfftn(z_next, dim=op.dims, out=spectrum if inplace else None)
+        return z_next, op.synthesize_spectrum(spectrum, overwrite=inplace)
+
+    state = {"converged": False}
+
+    def monitor(k, z_next, z_prev, delta):
+        with torch.no_grad():
             converged = delta.flatten(1).norm(dim=1) <= tol * z_next.flatten(1).norm(dim=1)
-            if bool(converged.all()):
-                z = z_next
-                break
-        z, spare = z_next, delta
-    else:
-        z = z_next
-    return z, k, bool(converged.all())
+            state["converged"] = bool(converged.all())
+        return True if state["converged"] else None
+
+    synth_z = op.synthesize_spectrum(op.rfft(z))      # spectrum of D z (C channels only)
+    z, k = proximal_gradient(step_map, z, max_iter, momentum="restart", inplace=inplace, image=synth_z,
+                             monitor=monitor, check_every=check_every)
+    return z, k, state["converged"]
 
 
 def fourier_fista(dictionary: ConvDictionary, x: torch.Tensor, lam_t: torch.Tensor, mu: float, nonneg: bool,
@@ -287,7 +229,6 @@ def fourier_fista(dictionary: ConvDictionary, x: torch.Tensor, lam_t: torch.Tens
     signal_size = tuple(x.shape[2:])
     needs_grad = torch.is_grad_enabled() and any(
         t_.requires_grad for t_ in (x, z0, lam_t, dictionary.weight))
-    phase = _phase if needs_grad else _phase_inplace
     total = 0
     z = z0
     op = FourierConvOperator(dictionary, signal_size)
@@ -300,10 +241,10 @@ def fourier_fista(dictionary: ConvDictionary, x: torch.Tensor, lam_t: torch.Tens
         step_low = 1.0 / op_low.lipschitz_constant()
         x_low = x.to(iterate_dtype)
         phase_tol = max(tol, 10 * torch.finfo(iterate_dtype).eps)
-        z, total, _ = phase(op_low, op_low.rfft(x_low), z.to(iterate_dtype), lam_t.to(iterate_dtype), mu, nonneg,
-                             step_low, max_iter, phase_tol, check_every)
+        z, total, _ = _phase(op_low, op_low.rfft(x_low), z.to(iterate_dtype), lam_t.to(iterate_dtype), mu, nonneg,
+                             step_low, max_iter, phase_tol, check_every, not needs_grad)
         z = z.to(x.dtype)
     # after a low-precision phase, the check comes early: the iterate is usually converged already
-    z, k, converged = phase(op, op.rfft(x), z, lam_t, mu, nonneg, 1.0 / L, max(max_iter - total, 1), tol,
-                             1 if low else check_every)
+    z, k, converged = _phase(op, op.rfft(x), z, lam_t, mu, nonneg, 1.0 / L, max(max_iter - total, 1), tol,
+                             1 if low else check_every, not needs_grad)
     return z, total + k, converged

@@ -1,4 +1,4 @@
-r"""ISTA and FISTA for (non-negative, elastic-net) sparse coding with any ``Dictionary``.
+r"""``solve``: ISTA and FISTA for (non-negative, elastic-net) sparse coding with any ``Dictionary``.
 
 Every solver minimizes, per sample,
 
@@ -6,21 +6,23 @@ Every solver minimizes, per sample,
           \quad(\text{subject to } z \ge 0 \text{ if } \texttt{nonneg}),
 
 with the proximal-gradient step :math:`z \leftarrow \operatorname{prox}_{g/L}\big(y - \tfrac1L D^\top(Dy - x)\big)`
-(chapter 5, ``eq-ista`` and ``eq-fista``). Both solvers share one iteration template
-(:func:`_iterate`) and return a :class:`SolveResult` with a history ready to plot.
+(chapter 5, ``eq-ista`` and ``eq-fista``), run by the package's one loop
+(:func:`cscnb.solvers.engine.proximal_gradient`: no momentum for ISTA, FISTA's for FISTA, FISTA with
+adaptive restart for ``"fista_restart"``). Every method returns a :class:`SolveResult`; ``"ista"`` and
+``"fista"`` can record a history ready to plot.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from numbers import Real
 
 import torch
 
 from ..core.dictionary import Dictionary, LinearDictionary
-from ..core.prox import elastic_net_shrink
+from ..core.prox import elastic_net_prox
 from ..core.validation import check_bool, check_choice, nonneg_number, positive_int, positive_number
 from .admm import fourier_admm
+from .engine import fista_step, fista_steps, forward_backward, proximal_gradient
 from .fourier import DOMAINS, fourier_fista, use_fourier
 from .restart import restarted_fista
 
@@ -263,11 +265,12 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     shrink = mu * step
     analysis_of_x = dictionary.analyze(x)  # Dᵀx, computed once
 
-    def prox_grad(y):
-        # y − (1/L)(DᵀDy − Dᵀx), then the elastic-net prox
-        gradient = dictionary.analyze(dictionary.synthesize(y, output_size=signal_size)) - analysis_of_x
-        # λ and μ were checked once in _check_inputs; no per-iteration re-validation
-        return elastic_net_shrink(y - step * gradient, threshold, shrink, nonneg)
+    def gradient(y):  # DᵀDy − Dᵀx
+        return dictionary.analyze(dictionary.synthesize(y, output_size=signal_size)) - analysis_of_x
+
+    def prox(u, eta, out):  # λ and μ were checked once in _check_inputs; no per-iteration re-validation
+        return elastic_net_prox(u, threshold, shrink, nonneg, out=out, check=False)
+    prox_grad = forward_backward(gradient, prox, step)
 
     if method == "fista_restart":
         z, k, converged = restarted_fista(dictionary, x, lam_t, mu, nonneg, step, signal_size, z, max_iter, tol,
@@ -281,85 +284,33 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
 
 def _iterate(prox_grad, z, momentum: bool, max_iter: int, tol: float, step: float, keep_history: bool,
              objective_fn) -> SolveResult:
-    """The iteration template shared by ISTA and FISTA."""
-    objectives, changes = [], []
+    """ISTA and FISTA: the engine's loop with a monitor that records the history and stops on ``tol``."""
+    objectives, changes, state = [], [], {"converged": False}
     if keep_history:
         with torch.no_grad():
             objectives.append(objective_fn(z).detach())
-    y, t = z, 1.0
-    converged, k = False, 0
     tiny = torch.finfo(z.dtype).tiny
-    for k in range(1, max_iter + 1):
-        if momentum:
-            z_next, y, t = fista_step(prox_grad, z, y, t)
-        else:
-            z_next = y = prox_grad(y)
+
+    def monitor(k, z_next, z_prev, delta):
         with torch.no_grad():
-            diff = (z_next - z).reshape(z.shape[0], -1).norm(dim=1)
-            base = z.reshape(z.shape[0], -1).norm(dim=1).clamp_min(tiny)
+            diff = (z_next - z_prev).reshape(z_prev.shape[0], -1).norm(dim=1)
+            base = z_prev.reshape(z_prev.shape[0], -1).norm(dim=1).clamp_min(tiny)
             # a sample whose code stays exactly 0 has converged
             rel = torch.where(diff == 0, torch.zeros_like(diff), diff / base)
             change = float(rel.max())
-        z = z_next
-        if keep_history:
-            changes.append(change)
-            with torch.no_grad():
-                objectives.append(objective_fn(z).detach())
+            if keep_history:
+                changes.append(change)
+                objectives.append(objective_fn(z_next).detach())
         if change < tol:
-            converged = True
-            break
+            state["converged"] = True
+            return True
+        return None
+
+    z, k = proximal_gradient(prox_grad, z, max_iter, momentum="fista" if momentum else "none", monitor=monitor)
     with torch.no_grad():
         final = objectives[-1] if keep_history else objective_fn(z).detach()
     hist = None
     if keep_history:
         hist = SolveHistory(objective=torch.stack(objectives), relative_change=torch.tensor(changes, dtype=torch.float64),
                             step=torch.full((len(changes),), step, dtype=torch.float64))
-    return SolveResult(z=z, n_iter=k, converged=converged, objective=final, history=hist)
-
-
-def fista_step(prox_grad, z, y, t: float, *, overwrite: bool = False):
-    r"""One FISTA step (Beck and Teboulle, 2009): the step shared by :func:`solve` and ``cscnb.CSCLayer``.
-
-    .. math:: z_{k+1} = \operatorname{prox}_{\eta g}\big(y_k - \eta\nabla f(y_k)\big),\quad
-              t_{k+1} = \tfrac{1 + \sqrt{1 + 4t_k^2}}{2},\quad
-              y_{k+1} = z_{k+1} + \tfrac{t_k - 1}{t_{k+1}}(z_{k+1} - z_k),
-
-    where ``prox_grad(y)`` computes the first formula. Returns ``(z_next, y_next, t_next)``.
-    The momentum is one pass, ``lerp(z, z_next, 1 + β)`` = :math:`z_{k+1} + \beta(z_{k+1} - z_k)`;
-    with :math:`t_k = 1` (:math:`\beta = 0`) :math:`y_{k+1}` *is* :math:`z_{k+1}`. ``overwrite=True``
-    writes :math:`y_{k+1}` into ``z``'s memory (no autograd; the caller must not need ``z`` again).
-    Implements chapter 5, ``eq-fista``, in the form of chapter 12, ``eq-ch12-fista``.
-    """
-    z_next = prox_grad(y)
-    t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-    beta = (t - 1) / t_next
-    if beta == 0:
-        return z_next, z_next, t_next
-    # lerp(a, b, w) = a + w (b − a); for w ≥ 1/2 torch evaluates b − (b − a)(1 − w), i.e. z_next + β(z_next − z)
-    y_next = z.lerp_(z_next, 1 + beta) if overwrite else torch.lerp(z, z_next, 1 + beta)
-    return z_next, y_next, t_next
-
-
-def fista_steps(prox_grad, z0: torch.Tensor, n_steps: int, *, first: torch.Tensor | None = None,
-                overwrite: bool = False) -> torch.Tensor:
-    r"""``n_steps`` FISTA steps (:func:`fista_step`) from ``z0`` with :math:`y_0 = z_0`, :math:`t_0 = 1`; returns :math:`z_K`.
-
-    The iterate after :math:`K` steps of the problem whose proximal-gradient map is ``prox_grad``
-    (chapter 12, ``eq-ch12-fista``). Plain autograd operations: differentiating the result is
-    the *unrolled* gradient. ``first``: :math:`z_1 = T(z_0)` when the caller has it more cheaply
-    (the CSC layer: :math:`T(0) = \operatorname{prox}(\eta A^\top x)`, no synthesis). ``overwrite``:
-    reuse the iterates' memory for the momentum (no autograd; ``first`` is then scratch too).
-    The last step's momentum is not computed (:math:`y_K` is never used).
-    """
-    n_steps = positive_int(n_steps, "n_steps")
-    if overwrite and torch.is_grad_enabled() and (z0.requires_grad or (first is not None and first.requires_grad)):
-        raise ValueError("overwrite=True reuses the iterates' memory and cannot be differentiated; "
-                         "run it under torch.no_grad()")
-    z, y, t = z0, z0, 1.0
-    for k in range(n_steps):
-        step_map = (lambda _: first) if k == 0 and first is not None else prox_grad
-        if k == n_steps - 1:
-            return step_map(y)  # y_K would be wasted work
-        # never overwrite z0 (the caller's); from k = 1 on, z is an iterate of this loop
-        z, y, t = fista_step(step_map, z, y, t, overwrite=overwrite and k > 0)
-    raise AssertionError("unreachable")
+    return SolveResult(z=z, n_iter=k, converged=state["converged"], objective=final, history=hist)

@@ -27,10 +27,10 @@ module changes the iterates to reach the same minimizer sooner:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..core.dictionary import LinearDictionary
-from ..core.prox import elastic_net_shrink
+from ..core.prox import elastic_net_prox
+from .engine import proximal_gradient
 
 __all__ = ["restarted_fista"]
 
@@ -182,7 +182,7 @@ def _working_set_guess(gram, analysis_of_x, lam_full, mu, nonneg, size, sweeps):
         for j in range(size):
             old = z[:, j]
             u = residual[:, j] + (diagonal[:, j] - mu) * old
-            new = elastic_net_shrink(u, lam[:, j], 0, nonneg) * inverse_diagonal[:, j]
+            new = elastic_net_prox(u, lam[:, j], 0, nonneg, check=False) * inverse_diagonal[:, j]
             residual.addcmul_(gram_cols[:, j], (old - new).unsqueeze(1))
             z[:, j] = new
     return torch.zeros_like(analysis_of_x).scatter(1, atoms, z)
@@ -210,107 +210,83 @@ def _working_set_pass(dictionary, x, lam_t, mu, nonneg, tol):
     return found, codes, everyone.nonzero().squeeze(1), guess
 
 
-def _dense_step_inplace(weight, y, z, scaled_analysis, step, thr, nonneg, scalar_lam, mu, projected, u, out):
-    """z_next = prox(y + step·Dᵀx − step·DᵀD y) written into ``out``; returns (z_next, z_next − z in ``u``)."""
-    torch.mm(y, weight.T, out=projected)
-    torch.add(y, scaled_analysis, out=u)
-    u.addmm_(projected, weight, alpha=-step)
-    if nonneg:
-        torch.sub(u, thr, out=out).relu_()
-    elif scalar_lam:
-        torch.ops.aten.softshrink.out(u, thr, out=out)
-    else:
-        torch.sub(u, torch.clamp(u, -thr, thr), out=out)
-    if mu:
-        out.div_(1 + mu * step)
-    torch.sub(out, z, out=u)
-    return out, u
+class _RestartStep:
+    """The step map :math:`T(y) = \\operatorname{prox}\\big(y + \\eta D^\\top x - \\eta D^\\top D y\\big)` of a phase.
+
+    Holds the per-sample constants (:math:`\\eta D^\\top x` and the threshold), which the monitor shrinks with
+    the batch. Dense dictionaries without autograd write into reused buffers (fresh large tensors cost page
+    faults): ``out`` from the loop, and the two intermediates here.
+    """
+
+    def __init__(self, dictionary, analysis_of_x, lam_t, mu, nonneg, step, signal_size, inplace):
+        self.dictionary, self.nonneg, self.step, self.signal_size = dictionary, nonneg, step, signal_size
+        self.dense, self.inplace = isinstance(dictionary, LinearDictionary), inplace
+        self.scaled_analysis = step * analysis_of_x  # the constant part of the gradient step, computed once
+        # a scalar λ becomes a number once (no device sync per iteration; the prox's one-pass path)
+        self.threshold = float(lam_t) * step if lam_t.ndim == 0 else lam_t * step
+        self.shrink = mu * step
+        self.buffers = None
+
+    def keep(self, mask, rows, batch, code_ndim, lam_t):
+        """Follow the batch after samples left it (``mask`` over the old batch; ``rows``: the remaining samples)."""
+        self.scaled_analysis = self.scaled_analysis[mask]
+        if isinstance(self.threshold, torch.Tensor):
+            self.threshold = _rows(lam_t, rows, batch, code_ndim) * self.step
+
+    def __call__(self, y, k, out):
+        weight = self.dictionary.weight
+        if self.dense:  # y + ηDᵀx − η Dᵀ(D y) as one matrix product added in place
+            if out is not None and (self.buffers is None or self.buffers[0].shape[0] != y.shape[0]):
+                self.buffers = (torch.empty(y.shape[0], weight.shape[0], dtype=y.dtype, device=y.device),
+                                torch.empty_like(y))
+            projected, u = self.buffers if out is not None else (None, None)
+            projected = torch.mm(y, weight.T, out=projected)
+            u = torch.add(y, self.scaled_analysis, out=u).addmm_(projected, weight, alpha=-self.step)
+        else:
+            u = y + self.scaled_analysis - self.step * self.dictionary.analyze(
+                self.dictionary.synthesize(y, output_size=self.signal_size))
+        return elastic_net_prox(u, self.threshold, self.shrink, self.nonneg, out=out, check=False)
 
 
 def _run(dictionary, analysis_of_x, z, lam_t, mu, nonneg, step, signal_size, max_iter, tol, check_every,
          polisher, batch):
     """One precision phase. Returns (rows, codes, polished?) of finished samples and the iterations run."""
-    rows = torch.arange(z.shape[0], device=z.device)
-    t = torch.ones((z.shape[0],) + (1,) * (z.ndim - 1), dtype=z.dtype, device=z.device)
-    y, prev_support = z, None
-    dense = isinstance(dictionary, LinearDictionary)
-    scalar_lam = lam_t.ndim == 0
-    finished = []
-    k = 0
-    scaled_analysis = step * analysis_of_x  # the constant part of the gradient step, computed once
     needs_grad = torch.is_grad_enabled() and any(
         t_.requires_grad for t_ in (analysis_of_x, z, lam_t, dictionary.weight))
-    # without autograd, the dense step writes into reused buffers: large fresh tensors cost page faults
-    inplace = dense and not needs_grad
-    if inplace:
-        z = z.clone()  # never write into the caller's z0
-        y, spare = z.clone(), None
-    for k in range(1, max_iter + 1):
-        lam_rows = _rows(lam_t, rows, batch, z.ndim)
-        thr = float(lam_t) * step if scalar_lam else lam_rows * step
-        if inplace:
-            if spare is None or spare.shape != z.shape:
-                spare, u = torch.empty_like(z), torch.empty_like(z)
-                projected = torch.empty(z.shape[0], dictionary.weight.shape[0], dtype=z.dtype, device=z.device)
-            z_next, delta = _dense_step_inplace(dictionary.weight, y, z, scaled_analysis, step, thr, nonneg,
-                                                scalar_lam, mu, projected, u, spare)
-            # gradient restart test (y − z_next)ᵀ(z_next − z) > 0; y is overwritten just below anyway
-            gradient_map = y.sub_(z_next)
-            restart = torch.bmm(gradient_map.unsqueeze(1), delta.unsqueeze(2)).reshape(t.shape) > 0
-            t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-            beta = torch.where(restart, torch.zeros_like(t), (t - 1) / t_next)
-            t = torch.where(restart, torch.ones_like(t), t_next)
-            torch.addcmul(z_next, beta, delta, out=y)
-            spare, z = z, z_next
-        else:
-            if dense:  # y − step·(Dᵀ D y − Dᵀx) as one fused matrix product
-                u = torch.addmm(y + scaled_analysis, y @ dictionary.weight.T, dictionary.weight, alpha=-step)
-            else:
-                u = y + scaled_analysis - step * dictionary.analyze(dictionary.synthesize(y, output_size=signal_size))
-            if nonneg:
-                z_next = torch.relu(u - thr)
-            elif scalar_lam:
-                z_next = F.softshrink(u, thr) if thr > 0 else u
-            else:
-                z_next = u - torch.clamp(u, -thr, thr)
-            if mu:
-                z_next = z_next / (1 + mu * step)
-            delta = z_next - z
-            with torch.no_grad():
-                restart = torch.linalg.vecdot(_per_sample(y - z_next), _per_sample(delta)).reshape(t.shape) > 0
-                t_next = (1 + torch.sqrt(1 + 4 * t * t)) / 2
-                beta = torch.where(restart, torch.zeros_like(t), (t - 1) / t_next)
-                t = torch.where(restart, torch.ones_like(t), t_next)
-            y = torch.addcmul(z_next, beta, delta)
-            z = z_next
-        if k % check_every and k != max_iter:
-            continue
+    step_map = _RestartStep(dictionary, analysis_of_x, lam_t, mu, nonneg, step, signal_size,
+                            inplace=isinstance(dictionary, LinearDictionary) and not needs_grad)
+    state = {"rows": torch.arange(z.shape[0], device=z.device), "prev_support": None}
+    finished = []
+
+    def monitor(k, z_next, z_prev, delta):
+        rows = state["rows"]
         with torch.no_grad():
             change = _per_sample(delta).norm(dim=1)
-            done = change <= tol * _per_sample(z).norm(dim=1)
+            done = change <= tol * _per_sample(z_next).norm(dim=1)
             accepted = torch.zeros_like(done)
-            support = _per_sample(z) != 0
-        if polisher is not None and prev_support is not None:
+            support = _per_sample(z_next) != 0
+        if polisher is not None and state["prev_support"] is not None:
             # stable supports are worth an exact solve; so are samples about to stop on tol
-            candidates = (support == prev_support).all(dim=1) | done
+            candidates = (support == state["prev_support"]).all(dim=1) | done
             if candidates.any():
-                found, codes = polisher(rows, _per_sample(z), candidates)  # outside no_grad: differentiable
+                found, codes = polisher(rows, _per_sample(z_next), candidates)  # outside no_grad: differentiable
                 if found.numel():
                     positions = candidates.nonzero().squeeze(1)[found]
                     accepted[positions] = True
                     done[positions] = False
-                    finished.append((rows[positions], codes.reshape(-1, *z.shape[1:]), True))
+                    finished.append((rows[positions], codes.reshape(-1, *z_next.shape[1:]), True))
         keep = ~(done | accepted)
         if done.any():
-            finished.append((rows[done], z[done], False))
-        if not keep.any():
-            rows = rows[keep]
-            break
+            finished.append((rows[done], z_next[done], False))
         if not keep.all():
-            rows, z, y, t = rows[keep], z[keep], y[keep], t[keep]
-            scaled_analysis = scaled_analysis[keep]
-        prev_support = support[keep]
-    leftover = (rows, z) if rows.numel() else None
+            state["rows"] = rows[keep]
+            step_map.keep(keep, state["rows"], batch, z_next.ndim, lam_t)
+        state["prev_support"] = support[keep]
+        return keep
+
+    z, k = proximal_gradient(step_map, z, max_iter, momentum="restart", inplace=step_map.inplace, monitor=monitor,
+                             check_every=check_every)
+    leftover = (state["rows"], z) if state["rows"].numel() else None
     return finished, leftover, k
 
 
