@@ -74,7 +74,8 @@ def test_gpu_check_without_cuda_says_so_and_exits_0(capsys):
 def test_gpu_check_dry_run_on_cpu(tmp_path, capsys):
     out = tmp_path / "gpu_check.json"
     code = gpu_check.main(["--device", "cpu", "--steps", "2", "--width", "4", "--batch-size", "8",
-                           "--compile-backend", "eager", "--warmup", "1", "--skip", "tests", "memory", "--out", str(out)])
+                           "--compile-backend", "eager", "--warmup", "1", "--skip", "tests", "memory",
+                           "--out", str(out)])
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
     assert code == 0, printed

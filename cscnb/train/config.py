@@ -124,7 +124,8 @@ class TrainConfig:
     def milestone_epochs(self) -> list:
         """``--milestones`` as a list of strictly increasing positive ints (``ValueError`` naming the field)."""
         if not isinstance(self.milestones, str):
-            raise TypeError(f"milestones must be a comma-separated string of epochs, got {type(self.milestones).__name__}")
+            raise TypeError("milestones must be a comma-separated string of epochs, got "
+                            f"{type(self.milestones).__name__}")
         parts = [m.strip() for m in self.milestones.split(",") if m.strip()]
         if not all(p.isdigit() for p in parts):
             raise ValueError(f"milestones must be comma-separated positive integers (epochs), got {self.milestones!r}")

@@ -80,7 +80,7 @@ class TrainData:
             yield self._prepare(self.x_train[index], augment_generator, True), self.y_train[index]
 
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1, split: str = "test"):
-        """Yield this rank's ``(x, y)`` batches of the test (or ``split="val"``) set; rank ``r`` takes ``r, r+W, …``."""
+        """This rank's ``(x, y)`` batches of the test set (``split="val"``: validation), samples ``r, r+W, …``."""
         x, y = (self.x_val, self.y_val) if split == "val" else (self.x_test, self.y_test)
         x, y = x[rank::world], y[rank::world]
         for start in range(0, len(y), batch_size):

@@ -178,7 +178,8 @@ def main(argv=None) -> int:
                                  "--batch", str(min(args.batch_size, 32)), "--channels", str(args.width),
                                  "--n-iters", "2", "10"], min(left(), 90)))
     part("ddp", lambda: _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
-                              "-m", "cscnb.train", "--preset", "smoke", "--device", str(device), "--no-progress",
+                              "-m", "cscnb.train", "--preset", "smoke", "--epochs", "1", "--device", str(device),
+                              "--no-progress",
                               "--out-dir", os.path.join(os.path.dirname(os.path.abspath(args.out)), "ddp-runs"),
                               "--run-name", f"ddp-{int(time.time())}"], min(left(), 120)))
 

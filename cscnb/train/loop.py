@@ -296,7 +296,7 @@ def _epoch(run: _Run, model, train_model, optimizer, scheduler, scaler, data, ep
 
 
 def _finish(run: _Run, model, data, wall_seconds: float, resumed_at_epoch: int) -> None:
-    """Provenance end time, then ``summary.json`` from metrics.csv (evaluating again only if the last test is missing)."""
+    """Provenance end time, then ``summary.json`` from metrics.csv (evaluating only if the last test is missing)."""
     config, path = run.config, run.path
     prov = results.load_run(path).provenance
     prov["end_time"] = results.now_iso()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 __all__ = ["PRESETS", "PRESET_NOTES", "REPRODUCTION_PRESETS"]
 
-# the authors' CSC layer: λ, μ, non-negative, 2 iterations, in-place atom projection, 0.9/L from ≤ 50 power iterations
+# the authors' CSC layer: λ, μ, non-negative, 2 iterations, in-place atom projection, 0.9/L, ≤ 50 power iterations
 _CSC_RECIPE = dict(csc_lam=0.1, csc_mu=0.0, csc_nonneg=True, csc_n_iter=2, csc_atom_norm="project",
                    csc_power_iters=50, csc_power_tol=1e-5, csc_step_factor=0.9)
 # speed options of ours that change no result beyond rounding (on for the GPU presets)

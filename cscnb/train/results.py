@@ -80,7 +80,8 @@ def provenance(*, device: str, seed: int, world_size: int, start_time: str, **ex
         "git_commit": git_commit(), "torch": torch.__version__, "cuda": torch.version.cuda or "none",
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": device,
-        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.startswith("cuda")
+        else platform.processor() or "cpu",
         "world_size": int(world_size), "seed": int(seed), "start_time": start_time, "end_time": None,
         "wall_seconds": None, "hostname": socket.gethostname(), "python": sys.version.split()[0],
         "platform": platform.platform(), "argv": list(sys.argv),

@@ -45,7 +45,7 @@ def autocast(config: TrainConfig, device: torch.device):
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int):
-    """The multiplier :math:`w(t)\\,s(t)` of the initial learning rate after ``t`` optimizer steps (module docstring)."""
+    """The multiplier :math:`w(t)\\,s(t)` of the initial learning rate after ``t`` optimizer steps (see the module)."""
     total = max(config.epochs * steps_per_epoch, 1)
     warm = round(config.warmup_epochs * steps_per_epoch)
     milestones = [m * steps_per_epoch for m in config.milestone_epochs()]
