@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -141,6 +142,15 @@ def throughput(model_name: str, device: torch.device, *, steps: int, width: int,
             "final_loss_finite": bool(torch.isfinite(torch.tensor(final))), "steps": steps, "batch": batch}
 
 
+def _finite(value):
+    """``value`` with every non-finite float replaced by None (the report is strict JSON)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     for name in ("steps", "width", "batch_size", "warmup"):
@@ -216,7 +226,7 @@ def main(argv=None) -> int:
     part("training", training)
     report["seconds"] = round(time.perf_counter() - begin, 1)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    results.write_json(args.out, json.loads(json.dumps(report, default=str)))
+    results.write_json(args.out, _finite(json.loads(json.dumps(report, default=str))))
     print(f"gpu-check: {report['seconds']} s; JSON written to {args.out}")
     # pytest's exit status 5 means no CUDA-marked test was collected
     failed = [name for name, value in report["parts"].items() if isinstance(value, dict)

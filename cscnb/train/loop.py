@@ -12,6 +12,7 @@ changed recipe, a finished run and a failed run. A non-finite training loss stop
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import random
@@ -160,6 +161,11 @@ def train(config: TrainConfig) -> str:
         raise ValueError(f"amp='fp16' needs CUDA (device {device}); use amp='bf16' or 'off'")
     if config.compile and not hasattr(torch, "compile"):
         raise ValueError("--compile needs torch.compile (PyTorch >= 2.0)")
+    if config.tensorboard:
+        try:
+            importlib.import_module("torch.utils.tensorboard")  # needs the tensorboard package
+        except ImportError as err:
+            raise ValueError(f"--tensorboard needs the tensorboard package ({err})") from None
     if config.data_dir and not os.path.isdir(config.data_dir):
         raise FileNotFoundError(f"data_dir {config.data_dir!r} is not a folder (nothing is downloaded)")
     if config.deterministic and device.type == "cuda":  # cuBLAS needs this to be deterministic
