@@ -201,3 +201,26 @@ bench: bench-setup
 	  $(BIN)/python benchmarks/$$b.py > _build/bench/$$b.json.tmp && mv _build/bench/$$b.json.tmp _build/bench/$$b.json \
 	    || { echo "FAILED: benchmarks/$$b.py (previous _build/bench/$$b.json kept)"; rm -f _build/bench/$$b.json.tmp; exit 1; }; \
 	done
+
+# GPU machines (never part of `make test`). The lock installs the CPU build of torch; gpu-setup replaces it
+# with the CUDA build of the same version from PyTorch's index WITH its dependencies (the nvidia-* wheels
+# holding cuBLAS, cuDNN, NCCL, ...; triton), keeping every other pinned package, then checks that CUDA works.
+# CUDA_TAG picks the build (cu128 = CUDA 12.8; it must be supported by the machine's driver).
+CUDA_TAG ?= cu128
+.PHONY: gpu-setup gpu-check
+gpu-setup: setup
+	sed 's/cu128/$(CUDA_TAG)/g' requirements/gpu.txt > $(VENV)/gpu-requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -r $(VENV)/gpu-requirements.txt
+	$(BIN)/python -c "import torch, importlib.metadata as m; \
+	  assert torch.cuda.is_available(), f'torch {torch.__version__}: CUDA is not available (driver? CUDA_TAG?)'; \
+	  x = torch.randn(8, 3, 32, 32, device='cuda'); torch.nn.functional.conv2d(x, torch.randn(4, 3, 3, 3, device='cuda')); \
+	  libs = sorted(d.metadata['Name'] for d in m.distributions() if d.metadata['Name'].startswith('nvidia-')); \
+	  print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'cuDNN', torch.backends.cudnn.version(), \
+	        'on', torch.cuda.get_device_name(0)); print('nvidia wheels:', ', '.join(libs) or 'none')"
+
+# One command on a GPU machine, <= 8 minutes: CUDA tests, the CSC layer and memory on the GPU, a 1-process
+# NCCL DDP run, float32 / bf16 / compiled training throughput of resnet18, sdnet18, sdnet18_all; JSON to
+# _build/gpu-check/. Without CUDA it says so and exits 0. GPU_CHECK_ARGS passes options (--help lists them).
+GPU_CHECK_ARGS ?=
+gpu-check: setup
+	$(BIN)/python -m cscnb.train.gpu_check $(GPU_CHECK_ARGS)

@@ -16,6 +16,8 @@ import torch
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "site: browser test of the built site in _build/html (run with `make site-test`)")
+    config.addinivalue_line(
+        "markers", "cuda: needs a CUDA device (skips without one; `make gpu-check` runs `pytest -m cuda`)")
 
 
 def pytest_collection_modifyitems(config, items):

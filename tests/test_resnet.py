@@ -84,3 +84,36 @@ def test_sdnet_runs_forward_and_backward():
     out.sum().backward()
     assert out.shape == (2, 3) and _csc_modules(model)[0].weight.grad is not None
     assert resnet.sdnet18(width=4, stem="imagenet")(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_stems_follow_the_authors_sdnet_has_no_relu_after_the_batch_norm():
+    from cscnb.nn.csc_layer import CSCLayer
+    kinds = lambda model: [type(m) for m in model.stem]  # noqa: E731
+    assert kinds(resnet.resnet18(width=4)) == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+    assert kinds(resnet.resnet18(width=4, stem="imagenet")) == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d]
+    for build in (resnet.sdnet18, resnet.sdnet18_all, resnet.sdnet34):
+        assert kinds(build(width=4)) == [CSCLayer, nn.BatchNorm2d]
+        assert kinds(build(width=4, stem="imagenet")) == [CSCLayer, nn.BatchNorm2d, nn.MaxPool2d]
+        assert kinds(build(width=4, stem_relu=True)) == [CSCLayer, nn.BatchNorm2d, nn.ReLU]
+    with pytest.raises(TypeError, match="stem_relu"):
+        resnet.resnet18(stem_relu="no")
+
+
+def test_the_factory_passes_the_configs_csc_settings_to_every_csc_layer():
+    from cscnb.models.factory import build_model, csc_layer_kwargs
+    from cscnb.nn.csc_layer import CSCLayer
+    from cscnb.train.config import preset_config
+
+    class Data:
+        in_channels, n_classes, dim = 3, 10, 2
+    config = preset_config("sdnet18-all-cifar10", data_dir="-", width=4, csc_mu=0.25, csc_nonneg=False,
+                           csc_backward="implicit", csc_lam=0.3, csc_n_iter=3)
+    kwargs, unsupported = csc_layer_kwargs(config)
+    assert (kwargs["mu"], kwargs["nonneg"], kwargs["backward"], kwargs["synthesis"]) == \
+        (0.25, False, "implicit", "conv_transpose2d")
+    layers = [m for m in build_model(config, Data).modules() if isinstance(m, CSCLayer)]
+    assert len(layers) == 17 and all(float(m.lam.max()) == pytest.approx(0.3) and m.n_iter == 3 for m in layers)
+    for argument, value in kwargs.items():  # every argument the layer accepted is what the layer holds
+        assert all(getattr(m, argument) == value for m in layers if hasattr(m, argument)), argument
+    # a layer without an argument may only miss settings it follows anyway, else they are reported
+    assert all(not item.startswith(("csc_mu", "csc_nonneg", "csc_backward", "csc_synthesis")) for item in unsupported)

@@ -1,4 +1,8 @@
-"""python -m cscnb.train: presets and CLI, run folders, checkpoint/resume after SIGKILL, DDP on gloo."""
+"""python -m cscnb.train: presets and CLI, run folders, checkpoint/resume after SIGKILL, DDP on gloo.
+
+Failures, resume rules, the step log and the schedule are in test_train_runs.py; host syncs, the GPU
+self-check and bitwise resume of SDNet in test_train_gpu.py.
+"""
 import dataclasses
 import os
 import random
@@ -13,7 +17,8 @@ import torch
 
 from cscnb.train import run_directory, select_device, train
 from cscnb.train.checkpoint import atomic_torch_save, rng_state, set_rng_state
-from cscnb.train.config import PRESETS, TrainConfig, build_parser, config_from_argv, preset_config
+from cscnb.train.config import PRESET_NOTES, PRESETS, TrainConfig, build_parser, config_from_argv, preset_config
+from cscnb.train.presets import REPRODUCTION_PRESETS
 from cscnb.train.results import load_run, load_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,10 +33,23 @@ def test_every_preset_builds_and_the_cli_overrides_it():
     for name in PRESETS:
         overrides = {"data_dir": "/nowhere"} if PRESETS[name]["dataset"] in ("cifar10", "cifar100", "imagenet") else {}
         assert preset_config(name, **overrides).preset == name
-    gpu = preset_config("sdnet18-cifar10", data_dir="/d")
-    assert (gpu.lr, gpu.momentum, gpu.nesterov, gpu.weight_decay, gpu.batch_size, gpu.schedule) == \
-        (0.1, 0.9, True, 5e-4, 128, "cosine")
-    assert (gpu.csc_lam, gpu.csc_n_iter, gpu.augment, gpu.model) == (0.1, 2, True, "sdnet18")
+    # the SDNet authors' CIFAR recipe, as their code sets it (optimizer, per-iteration cosine, layer, stem)
+    for name in ("sdnet18-cifar10", "sdnet18-cifar100", "sdnet18-all-cifar10", "sdnet18-all-cifar100"):
+        gpu = preset_config(name, data_dir="/d")
+        assert (gpu.lr, gpu.momentum, gpu.nesterov, gpu.weight_decay, gpu.batch_size, gpu.epochs, gpu.schedule,
+                gpu.schedule_unit, gpu.augment, gpu.normalize, gpu.amp) == \
+            (0.1, 0.9, True, 5e-4, 128, 220, "cosine", "iteration", True, "recipe", "off")
+        assert (gpu.csc_lam, gpu.csc_mu, gpu.csc_nonneg, gpu.csc_n_iter, gpu.csc_atom_norm, gpu.csc_power_iters,
+                gpu.csc_power_tol, gpu.csc_step_factor, gpu.stem_relu) == \
+            (0.1, 0.0, True, 2, "project", 50, 1e-5, 0.9, "off")
+        assert (gpu.warmup_epochs, gpu.label_smoothing) == (0.0, 0.0)
+    imagenet = preset_config("sdnet18-imagenet", data_dir="/d")
+    assert (imagenet.nesterov, imagenet.weight_decay, imagenet.batch_size, imagenet.schedule, imagenet.milestones,
+            imagenet.schedule_unit, imagenet.epochs, imagenet.stem_relu) == \
+        (False, 1e-4, 512, "step", "30,60,90", "epoch", 100, "off")
+    assert preset_config("sdnet18-all-imagenet", data_dir="/d").batch_size == 256
+    assert preset_config("resnet18-cifar10", data_dir="/d").stem_relu == "auto"  # ResNet keeps its stem ReLU
+    assert set(PRESET_NOTES) == set(PRESETS) and all("Differs" in PRESET_NOTES[n] for n in REPRODUCTION_PRESETS)
     config = config_from_argv(["--preset", "digits-cnn", "--epochs", "3", "--lr", "0.2", "--nesterov", "false",
                                "--no-progress", "--augment"])
     assert config.augment is True
@@ -75,17 +93,22 @@ def _smoke(tmp_path, name, **overrides):
 def test_smoke_run_writes_a_results_folder(tmp_path):
     path = train(_smoke(tmp_path, "a"))
     assert sorted(os.listdir(path)) == ["checkpoint.pt", "config.json", "metrics.csv", "provenance.json",
-                                       "summary.json"]
+                                       "steps.jsonl", "summary.json"]
     run = load_run(path)
     assert run.config["preset"] == "smoke" and run.provenance["seed"] == 0 and run.provenance["device"] == "cpu"
     assert run.provenance["wall_seconds"] > 0 and run.provenance["end_time"] is not None
     assert len(run.provenance["git_commit"]) in (7, 40) or run.provenance["git_commit"] == "unknown"
     assert run.column("epoch") == [1, 2] and run.summary["epochs"] == 2
     assert all(0 <= a <= 1 for a in run.column("test_accuracy")) and run.column("lr")[0] == 0.1
-    assert run.summary["final_test_accuracy"] == run.column("test_accuracy")[-1]
+    assert run.summary["final_test_accuracy"] == run.column("test_accuracy")[-1] and run.status == "finished"
+    assert (run.provenance["global_batch"], run.provenance["per_process_batch"]) == (64, 64)
     assert [r.name for r in load_runs(tmp_path)] == ["a"]
-    with pytest.raises(FileNotFoundError, match="data_batch_1.bin"):
+    with pytest.raises(FileNotFoundError, match="not a folder"):
         train(preset_config("sdnet18-cifar10", data_dir=str(tmp_path / "none"), out_dir=str(tmp_path), run_name="c"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="data_batch_1.bin"):
+        train(preset_config("sdnet18-cifar10", data_dir=str(tmp_path / "empty"), out_dir=str(tmp_path),
+                            run_name="c"))
     assert not (tmp_path / "c").exists()  # a failed start leaves no run folder behind
     with pytest.raises(FileExistsError, match="--resume"):
         train(_smoke(tmp_path, "a"))  # never overwrite a run
@@ -141,20 +164,26 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     assert len(curve_resumed) == 4 and curve_resumed == curve_straight
 
 
-def test_two_gloo_processes_match_one_process(tmp_path):
-    args = ["--preset", "smoke", "--dtype", "float64", "--out-dir", str(tmp_path), "--no-progress"]
+def test_two_gloo_processes_match_one_process_with_batch_norm(tmp_path):
+    # ResNet-18 (batch norm everywhere): with sync_bn (the default) each of the two processes normalizes with the
+    # statistics of the global batch, so losses, accuracies, weights and running statistics equal one process's
+    args = ["--preset", "digits-cnn", "--width", "4", "--epochs", "2", "--dtype", "float64", "--out-dir",
+            str(tmp_path), "--no-progress"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "cscnb.train", *args, "--run-name", "ddp"]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    single = load_run(train(_smoke(tmp_path, "single", dtype="float64")))  # while the two processes start
-    stderr = process.communicate(timeout=180)[1]
+    single = load_run(train(preset_config("digits-cnn", width=4, epochs=2, dtype="float64", out_dir=str(tmp_path),
+                                          run_name="single", progress=False)))  # while the two processes start
+    stderr = process.communicate(timeout=300)[1]
     assert process.returncode == 0, stderr[-3000:]
     ddp = load_run(str(tmp_path / "ddp"))
     assert ddp.provenance["world_size"] == 2 and single.provenance["world_size"] == 1
-    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
+    assert (ddp.provenance["per_process_batch"], ddp.provenance["sync_batch_norm_layers"]) == (32, 20)
+    for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_top5"):
         torch.testing.assert_close(torch.tensor(ddp.column(key)), torch.tensor(single.column(key)),
                                    rtol=1e-9, atol=1e-12)
     a = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "single" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and any("running_var" in key for key in a)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-9, atol=1e-12)

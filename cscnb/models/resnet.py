@@ -6,9 +6,13 @@
 .. math:: \\min_{z \\ge 0} \\tfrac12 \\lVert x - D z \\rVert_2^2 + \\lambda \\lVert z \\rVert_1
 
 by a few FISTA steps, with the same constructor arguments and output shape as ``nn.Conv2d``;
-the ``_all`` variants replace every 3×3 convolution. Two stems: ``"cifar"`` (3×3 conv, stride 1,
-no max pooling; for 32×32 inputs) and ``"imagenet"`` (7×7 conv, stride 2, then 3×3 max pooling
-with stride 2; for 224×224 inputs), as in He et al. 2016.
+the ``_all`` variants replace every 3×3 convolution (the 1×1 shortcut projections stay plain). Two
+stems: ``"cifar"`` (3×3 conv, stride 1, no max pooling; for 32×32 inputs — the CIFAR adaptation of
+ResNet-18 that the SDNet authors' code uses, not He et al.'s three-stage CIFAR ResNets) and
+``"imagenet"`` (7×7 conv, stride 2, then 3×3 max pooling with stride 2; for 224×224 inputs, as in
+He et al. 2016). The stem is convolution → batch norm → ReLU for ResNet; for SDNet it is CSC layer →
+batch norm with no ReLU (``stem_relu=False``), as in the authors' code (its ReLU is commented out; the
+non-negative code needs none).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from ..core.validation import check_choice, positive_int
+from ..core.validation import check_bool, check_choice, positive_int
 
 __all__ = ["ResNet", "BasicBlock", "resnet18", "resnet34", "sdnet18", "sdnet34", "sdnet18_all", "sdnet34_all"]
 
@@ -29,10 +33,11 @@ def _plain_conv(in_channels, out_channels, kernel_size, stride=1, padding=0):
     return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)
 
 
-def _csc_conv(in_channels, out_channels, kernel_size, stride=1, padding=0, *, lam=0.1, n_iter=2):
+def _csc_conv(in_channels, out_channels, kernel_size, stride=1, padding=0, *, lam=0.1, n_iter=2, options=None):
     # imported here so cscnb.models.resnet imports (and plain ResNets build) without the CSC layer
     from ..nn.csc_layer import CSCLayer
-    return CSCLayer(in_channels, out_channels, kernel_size, stride=stride, padding=padding, n_iter=n_iter, lam=lam)
+    return CSCLayer(in_channels, out_channels, kernel_size, stride=stride, padding=padding, n_iter=n_iter, lam=lam,
+                    **(options or {}))
 
 
 class BasicBlock(nn.Module):
@@ -65,6 +70,7 @@ class ResNet(nn.Module):
         in_channels: channels of the input images.
         width: channels of the first stage (64 in He et al. 2016).
         stem: ``"cifar"`` (3×3 convolution, stride 1) or ``"imagenet"`` (7×7, stride 2, then max pooling).
+        stem_relu: a ReLU after the stem's batch norm (ResNet: yes; the SDNet builders pass ``False``).
         stem_conv, conv3x3: factories ``(in_channels, out_channels, kernel_size, stride, padding)`` of the stem
             convolution and of the blocks' 3×3 convolutions (plain ``nn.Conv2d`` without bias, or a CSC layer).
 
@@ -73,18 +79,20 @@ class ResNet(nn.Module):
     """
 
     def __init__(self, depth: int = 18, *, num_classes: int = 10, in_channels: int = 3, width: int = 64,
-                 stem: str = "cifar", stem_conv=_plain_conv, conv3x3=_plain_conv):
+                 stem: str = "cifar", stem_relu: bool = True, stem_conv=_plain_conv, conv3x3=_plain_conv):
         super().__init__()
         if depth not in STAGES:
             raise ValueError(f"depth must be 18 or 34, got {depth!r}")
         check_choice(stem, "stem", ("cifar", "imagenet"))
         for name, value in (("num_classes", num_classes), ("in_channels", in_channels), ("width", width)):
             positive_int(value, name)
-        if stem == "cifar":
-            layers = [stem_conv(in_channels, width, 3, stride=1, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
-        else:
-            layers = [stem_conv(in_channels, width, 7, stride=2, padding=3), nn.BatchNorm2d(width), nn.ReLU(),
-                      nn.MaxPool2d(3, stride=2, padding=1)]
+        self.stem_relu = check_bool(stem_relu, "stem_relu")
+        kernel, stride, padding = (3, 1, 1) if stem == "cifar" else (7, 2, 3)
+        layers = [stem_conv(in_channels, width, kernel, stride=stride, padding=padding), nn.BatchNorm2d(width)]
+        if stem_relu:
+            layers.append(nn.ReLU())
+        if stem == "imagenet":
+            layers.append(nn.MaxPool2d(3, stride=2, padding=1))
         self.stem = nn.Sequential(*layers)
         blocks, channels = [], width
         for stage, n_blocks in enumerate(STAGES[depth]):
@@ -114,26 +122,37 @@ def resnet34(**kwargs) -> ResNet:
     return ResNet(34, **kwargs)
 
 
-def _sdnet(depth: int, every_conv: bool, lam: float, n_iter: int, kwargs) -> ResNet:
-    csc = partial(_csc_conv, lam=lam, n_iter=n_iter)
-    return ResNet(depth, stem_conv=csc, conv3x3=csc if every_conv else _plain_conv, **kwargs)
+def _sdnet(depth: int, every_conv: bool, lam: float, n_iter: int, stem_relu: bool, csc_options, kwargs) -> ResNet:
+    csc = partial(_csc_conv, lam=lam, n_iter=n_iter, options=dict(csc_options or {}))
+    return ResNet(depth, stem_conv=csc, conv3x3=csc if every_conv else _plain_conv, stem_relu=stem_relu, **kwargs)
 
 
-def sdnet18(*, lam: float = 0.1, n_iter: int = 2, **kwargs) -> ResNet:
-    """SDNet-18 (Dai et al. 2022): ResNet-18 whose stem convolution is a CSC layer (λ, FISTA iterations)."""
-    return _sdnet(18, False, lam, n_iter, kwargs)
+_SDNET_ARGS = """λ and iterations of the CSC layers; ``stem_relu`` (default ``False``, the
+    authors' stem: CSC → batch norm); ``csc_options``: further :class:`~cscnb.nn.csc_layer.CSCLayer` keyword
+    arguments (``mu``, ``nonneg``, ``backward``, ...); other keyword arguments as :class:`ResNet`."""
 
 
-def sdnet34(*, lam: float = 0.1, n_iter: int = 2, **kwargs) -> ResNet:
-    """SDNet-34 (Dai et al. 2022): ResNet-34 whose stem convolution is a CSC layer."""
-    return _sdnet(34, False, lam, n_iter, kwargs)
+def sdnet18(*, lam: float = 0.1, n_iter: int = 2, stem_relu: bool = False, csc_options=None, **kwargs) -> ResNet:
+    return _sdnet(18, False, lam, n_iter, stem_relu, csc_options, kwargs)
 
 
-def sdnet18_all(*, lam: float = 0.1, n_iter: int = 2, **kwargs) -> ResNet:
-    """SDNet-18-All (Dai et al. 2022): the stem and every 3×3 convolution of ResNet-18 are CSC layers."""
-    return _sdnet(18, True, lam, n_iter, kwargs)
+def sdnet34(*, lam: float = 0.1, n_iter: int = 2, stem_relu: bool = False, csc_options=None, **kwargs) -> ResNet:
+    return _sdnet(34, False, lam, n_iter, stem_relu, csc_options, kwargs)
 
 
-def sdnet34_all(*, lam: float = 0.1, n_iter: int = 2, **kwargs) -> ResNet:
-    """SDNet-34-All (Dai et al. 2022): the stem and every 3×3 convolution of ResNet-34 are CSC layers."""
-    return _sdnet(34, True, lam, n_iter, kwargs)
+def sdnet18_all(*, lam: float = 0.1, n_iter: int = 2, stem_relu: bool = False, csc_options=None,
+                **kwargs) -> ResNet:
+    return _sdnet(18, True, lam, n_iter, stem_relu, csc_options, kwargs)
+
+
+def sdnet34_all(*, lam: float = 0.1, n_iter: int = 2, stem_relu: bool = False, csc_options=None,
+                **kwargs) -> ResNet:
+    return _sdnet(34, True, lam, n_iter, stem_relu, csc_options, kwargs)
+
+
+sdnet18.__doc__ = "SDNet-18 (Dai et al. 2022): ResNet-18 whose stem convolution is a CSC layer. " + _SDNET_ARGS
+sdnet34.__doc__ = "SDNet-34 (Dai et al. 2022): ResNet-34 whose stem convolution is a CSC layer. " + _SDNET_ARGS
+sdnet18_all.__doc__ = ("SDNet-18-All (Dai et al. 2022): the stem and every 3×3 convolution of ResNet-18 are CSC "
+                       "layers. " + _SDNET_ARGS)
+sdnet34_all.__doc__ = ("SDNet-34-All (Dai et al. 2022): the stem and every 3×3 convolution of ResNet-34 are CSC "
+                       "layers. " + _SDNET_ARGS)

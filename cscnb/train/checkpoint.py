@@ -1,7 +1,9 @@
 """Atomic training checkpoints that resume to the same weights (``python -m cscnb.train --resume``).
 
-A checkpoint holds the model, optimizer and scheduler state, the epoch just finished and the
-random-number-generator states of torch (CPU and every CUDA device), NumPy and Python — all as
+A checkpoint holds the model's state (parameters and every persistent buffer: batch-norm statistics,
+the CSC layers' step-size state), the optimizer, the scheduler (its optimizer-step count), the
+gradient scaler (fp16), the epoch just finished and the random-number-generator states of torch
+(CPU and every CUDA device), NumPy and Python — all as
 tensors or plain Python values, so ``torch.load(..., weights_only=True)`` reads it back. It is
 written to a temporary file in the same folder and moved into place with ``os.replace``, which is
 atomic on POSIX: a run killed mid-write leaves the previous checkpoint intact.
@@ -60,24 +62,31 @@ def atomic_torch_save(obj, path: str) -> None:
         raise
 
 
-def save_checkpoint(path: str, *, model, optimizer, scheduler, epoch: int, extra: dict | None = None) -> None:
-    """Write the state after ``epoch`` finished epochs (model, optimizer, scheduler, RNG) atomically."""
+def save_checkpoint(path: str, *, model, optimizer, scheduler, epoch: int, scaler=None,
+                    extra: dict | None = None) -> None:
+    """Write the state after ``epoch`` finished epochs (model, optimizer, scheduler, scaler, RNG) atomically."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "epoch": int(epoch), "rng": rng_state(),
-             "extra": dict(extra or {})}
+             "scaler": scaler.state_dict() if scaler is not None else {}, "extra": dict(extra or {})}
     atomic_torch_save(state, path)
 
 
-def load_checkpoint(path: str, *, model, optimizer, scheduler, map_location="cpu") -> dict:
-    """Load a checkpoint into ``model``, ``optimizer`` and ``scheduler``, restore the RNG states.
+def load_checkpoint(path: str, *, model, optimizer, scheduler, scaler=None, map_location="cpu") -> dict:
+    """Load a checkpoint into ``model``, ``optimizer``, ``scheduler`` and ``scaler``, restore the RNG states.
 
     Returns the checkpoint dictionary (``epoch``: epochs already done; ``extra``: what the trainer stored).
+    A model of another architecture is a ``ValueError`` naming the checkpoint.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}: nothing to resume")
     state = torch.load(path, map_location=map_location, weights_only=True)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path!r} does not fit this model: {err}") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return state

@@ -1,32 +1,38 @@
 """``python -m cscnb.train --preset NAME [--key value ...]``: train a cscnb model.
 
 One process, or several with ``torchrun --nproc_per_node=N -m cscnb.train ...`` (PyTorch DDP,
-initialized from the environment variables torchrun sets; NCCL on CUDA, gloo on CPU). Every epoch
-ends with an atomic checkpoint; ``--resume`` continues a run to the same final weights as an
-uninterrupted run. Results go to ``OUT_DIR/RUN_NAME/`` (see :mod:`cscnb.train.results`).
+:mod:`cscnb.train.distributed`; batch norm over the global batch with ``sync_bn``, so N processes
+compute what one does up to rounding). Every setting is checked before the run folder is created.
+Each epoch ends with an atomic checkpoint; ``--resume`` continues a run — after a kill at any point,
+also after its last checkpoint — to the same final weights as an uninterrupted run, and refuses a
+changed recipe, a finished run and a failed run. A non-finite training loss stops the run
+(:class:`~cscnb.train.step.TrainingFailed`, exit status 1): the last good checkpoint stays and
+``failed.json`` says where. Results go to ``OUT_DIR/RUN_NAME/`` (see :mod:`cscnb.train.results`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import math
+import importlib
+import json
 import os
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
-from ..models.factory import build_model
+from ..models.factory import build_model, csc_layer_kwargs
 from . import results
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import TrainConfig, config_from_argv
+from .config import PRESET_NOTES, TrainConfig, config_differences, config_from_argv
 from .data import build_data
+from .distributed import setup_distributed, sync_batch_norm, world_size_from_env
+from .step import StepLog, TrainingFailed, evaluate, lr_factor, train_step
 
-__all__ = ["main", "train", "select_device", "run_directory"]
+__all__ = ["main", "train", "select_device", "run_directory", "TrainingFailed"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -39,7 +45,10 @@ def select_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -48,28 +57,27 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 def run_directory(config: TrainConfig, start: float) -> str:
-    """``OUT_DIR/RUN_NAME``; refuses an existing folder unless resuming, and a missing one when resuming."""
+    """``OUT_DIR/RUN_NAME``, checked: a new run needs a free name; ``--resume`` needs an unfinished, unfailed run
+    with a checkpoint and the same recipe (every field outside :data:`~cscnb.train.config.NOT_RECIPE_FIELDS`)."""
     name = config.run_name or f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime(start))}"
     path = os.path.join(config.out_dir, name)
-    if config.resume and not os.path.isfile(os.path.join(path, CHECKPOINT)):
+    if not config.resume:
+        if os.path.exists(path):
+            raise FileExistsError(f"run folder {path!r} exists; pass --resume to continue it or choose another "
+                                  "--run-name")
+        return path
+    if not os.path.isfile(os.path.join(path, CHECKPOINT)):
         raise FileExistsError(f"--resume: no checkpoint {os.path.join(path, CHECKPOINT)!r} (give --run-name)")
-    if not config.resume and os.path.exists(path):
-        raise FileExistsError(f"run folder {path!r} exists; pass --resume to continue it or choose another --run-name")
+    if os.path.exists(os.path.join(path, "summary.json")):
+        raise ValueError(f"--resume: run {path!r} has finished (summary.json); nothing to resume")
+    if os.path.exists(os.path.join(path, "failed.json")):
+        raise ValueError(f"--resume: run {path!r} failed (see its failed.json); start a new run")
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+        changed = config_differences(json.load(handle), config)
+    if changed:
+        raise ValueError(f"--resume: the settings differ from the run's config.json ({'; '.join(changed)}); "
+                         "a resumed run keeps its recipe (start a new run to change it)")
     return path
-
-
-def _setup_distributed(config: TrainConfig):
-    """(rank, world size, device) — from torchrun's environment variables when present."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1, select_device(config.device)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    device = select_device(config.device)
-    if device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
 
 
 def _seed_everything(seed: int) -> None:
@@ -78,188 +86,273 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def _autocast(config: TrainConfig, device: torch.device):
-    if config.amp == "off" or device.type != "cuda":  # autocast only on CUDA; elsewhere --amp is ignored
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
-
-
-def _scheduler(config: TrainConfig, optimizer):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestone_epochs(), gamma=0.1)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-def _full_precision(logits: torch.Tensor) -> torch.Tensor:
-    # the loss is computed in float32 under autocast, and in the model's own dtype otherwise (float64 stays float64)
-    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
-
-
-def _all_sum(values: list, device, world: int) -> list:
-    """Sum float statistics over DDP processes (identity for one process)."""
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(tensor)
-    return tensor.tolist()
-
-
 def _progress(config: TrainConfig, rank: int, total: int, epoch: int):
     # a bar only on rank 0, on a terminal, and unless --no-progress: chapters and logs stay clean
-    enabled = config.progress and rank == 0 and sys.stderr.isatty()
-    if not enabled:
+    if not (config.progress and rank == 0 and sys.stderr.isatty()):
         return None
     from tqdm import tqdm
-    return tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False)
+    return tqdm(total=total, desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
 
 
-@torch.no_grad()
-def evaluate(model, data, config: TrainConfig, device, rank: int, world: int) -> tuple:
-    """(mean loss, accuracy) on the test set, each process taking its share."""
-    model.eval()
-    loss_sum = correct = count = 0.0
-    for x, y in data.test_batches(max(config.batch_size, 256), rank, world):
-        with _autocast(config, device):
-            logits = model(x)
-        loss_sum += float(F.cross_entropy(_full_precision(logits), y, reduction="sum"))
-        correct += float((logits.argmax(1) == y).sum())
-        count += len(y)
-    loss_sum, correct, count = _all_sum([loss_sum, correct, count], device, world)
-    return loss_sum / max(count, 1), correct / max(count, 1)
+class _Run:
+    """What one process holds during a run (model, optimizer, data, logs)."""
 
+    def __init__(self, config: TrainConfig, rank: int, world: int, device, path: str):
+        self.config, self.rank, self.world, self.device, self.path = config, rank, world, device, path
+        self.writer = None
 
-def train_epoch(model, optimizer, scaler, data, config, device, rank, world, epoch) -> dict:
-    """One pass over the training set; returns the epoch's mean loss, accuracy and throughput."""
-    model.train()
-    steps = data.steps_per_epoch(config.batch_size)
-    bar = _progress(config, rank, steps, epoch)
-    loss_sum = correct = count = 0.0
-    start = time.perf_counter()
-    for x, y in data.train_batches(epoch, config.batch_size, rank, world):
-        with _autocast(config, device):
-            logits = model(x)
-            # mean over this rank's share; DDP averages gradients over ranks → the global-batch mean
-            loss = F.cross_entropy(_full_precision(logits), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += float(loss.detach()) * len(y)
-        correct += float((logits.argmax(1) == y).sum())
-        count += len(y)
-        if bar is not None:
-            elapsed = time.perf_counter() - start
-            bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}",
-                            img_s=f"{count * world / max(elapsed, 1e-9):.0f}")
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    seconds = time.perf_counter() - start
-    loss_sum, correct, count = _all_sum([loss_sum, correct, count], device, world)
-    return {"train_loss": loss_sum / max(count, 1), "train_accuracy": correct / max(count, 1),
-            "samples_per_second": count / max(seconds, 1e-9), "epoch_seconds": seconds}
+    def emit_steps(self, rows: list, bar=None) -> None:
+        """Rank 0 writes flushed step rows to steps.jsonl, TensorBoard and the progress bar."""
+        if self.rank != 0 or not rows:
+            return
+        results.append_steps(os.path.join(self.path, "steps.jsonl"), rows)
+        if self.writer is not None:
+            for row in rows:
+                if row["loss"] is not None:
+                    for key in ("loss", "lr", "images_per_second"):
+                        self.writer.add_scalar(f"train/{key}", row[key], row["step"])
+        if bar is not None and rows[-1]["loss"] is not None:
+            bar.set_postfix(loss=f"{rows[-1]['loss']:.3f}", img_s=f"{rows[-1]['images_per_second']:.0f}")
+
+    def train_epoch(self, model, optimizer, scheduler, scaler, data, epoch: int) -> dict:
+        """One pass over the training set: mean loss, accuracy, throughput (losses read every log_every steps)."""
+        config = self.config
+        model.train()
+        steps = data.steps_per_epoch(config.batch_size)
+        bar = _progress(config, self.rank, steps, epoch)
+        log = StepLog(config.log_every, self.world, self.device)
+        start = time.perf_counter()
+        try:
+            for index, (x, y) in enumerate(data.train_batches(epoch, config.batch_size, self.rank, self.world)):
+                if config.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                lr = optimizer.param_groups[0]["lr"]
+                loss, correct = train_step(model, x, y, optimizer, scheduler, scaler, config, self.device)
+                log.record(epoch * steps + index + 1, loss, correct, len(y), lr)
+                if bar is not None:
+                    bar.update(1)
+                if log.due():
+                    self.emit_steps(log.flush(epoch), bar)
+            self.emit_steps(log.flush(epoch), bar)
+        except TrainingFailed as failure:
+            self.emit_steps(failure.rows)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        images = max(log.total_images, 1)
+        return {"train_loss": log.total_loss / images, "train_accuracy": log.total_correct / images,
+                "samples_per_second": log.total_images / max(seconds, 1e-9), "epoch_seconds": seconds}
 
 
 def train(config: TrainConfig) -> str:
-    """Run (or resume) the training ``config`` describes; returns the run folder."""
-    rank, world, device = _setup_distributed(config)
+    """Run (or resume) the training ``config`` describes; returns the run folder.
+
+    Raises ``ValueError``/``FileExistsError``/``FileNotFoundError`` before anything is written when a
+    setting, the data folder or the run folder is wrong, and :class:`TrainingFailed` when a loss is not finite.
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    world = world_size_from_env()
+    config.check_world(world)
+    device = select_device(config.device)
+    if config.amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"amp='fp16' needs CUDA (device {device}); use amp='bf16' or 'off'")
+    if config.compile and not hasattr(torch, "compile"):
+        raise ValueError("--compile needs torch.compile (PyTorch >= 2.0)")
+    if config.tensorboard:
+        try:
+            importlib.import_module("torch.utils.tensorboard")  # needs the tensorboard package
+        except ImportError as err:
+            raise ValueError(f"--tensorboard needs the tensorboard package ({err})") from None
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise FileNotFoundError(f"data_dir {config.data_dir!r} is not a folder (nothing is downloaded)")
+    if config.deterministic and device.type == "cuda":  # cuBLAS needs this to be deterministic
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
+    rank, world, device = setup_distributed(device)
     try:
+        torch.use_deterministic_algorithms(config.deterministic)
         return _train(config, rank, world, device)
     finally:
+        torch.use_deterministic_algorithms(deterministic_before)
         if world > 1:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, rank: int, world: int, device: torch.device) -> str:
-    start = time.time()
-    path = error = None
-    if rank == 0:  # rank 0 alone names and checks the folder; the others receive its answer
+def _checked_folder(config: TrainConfig, rank: int, world: int) -> tuple:
+    """``(path, start)``: rank 0 checks the run folder; every rank gets its answer or raises its error."""
+    start, path, error = time.time(), None, None
+    if rank == 0:
         try:
             path = run_directory(config, start)
-        except FileExistsError as err:
-            error = str(err)
+        except (FileExistsError, ValueError, OSError) as err:
+            error = (type(err).__name__, str(err))
     if world > 1:
         box = [path, error, start]
         dist.broadcast_object_list(box, src=0)
         path, error, start = box
     if error is not None:
-        raise FileExistsError(error)
+        raise {"FileExistsError": FileExistsError, "ValueError": ValueError}.get(error[0], OSError)(error[1])
+    return path, start
+
+
+def _train(config: TrainConfig, rank: int, world: int, device: torch.device) -> str:
+    path, start = _checked_folder(config, rank, world)
     if config.threads:
         torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = config.cudnn_benchmark
     _seed_everything(config.seed)
     # data and model first: a missing data folder or a bad model choice must not leave a run folder behind
     data = build_data(config, device)
+    steps_per_epoch = data.steps_per_epoch(config.batch_size)
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {data.n_train} training samples")
     model = build_model(config, data).to(device)
+    csc_kwargs, unsupported = csc_layer_kwargs(config)
+    if unsupported and config.model.startswith("sdnet"):
+        warnings.warn(f"this CSCLayer has no argument for {', '.join(unsupported)}; the layer's own behaviour is "
+                      "used (recorded in provenance.json)", stacklevel=2)
+    converted = 0
+    if world > 1 and config.sync_bn:
+        model, converted = sync_batch_norm(model, device)
+    if config.channels_last and data.dim == 2:
+        model = model.to(memory_format=torch.channels_last)
+    # SGD's coupled weight decay on every parameter, as in the SDNet recipe
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
     if rank == 0 and not config.resume:
         os.makedirs(path)
         results.write_json(os.path.join(path, "config.json"), dataclasses.asdict(config))
         results.write_json(os.path.join(path, "provenance.json"), results.provenance(
-            device=str(device), seed=config.seed, world_size=world, start_time=results.now_iso()))
-    # SGD's coupled weight decay on every parameter, as in the SDNet recipe
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                                momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0)
-    scheduler = _scheduler(config, optimizer)
+            device=str(device), seed=config.seed, world_size=world, start_time=results.now_iso(),
+            global_batch=config.batch_size, per_process_batch=config.batch_size // world,
+            sync_batch_norm_layers=converted, steps_per_epoch=steps_per_epoch,
+            csc_layer_kwargs=csc_kwargs if config.model.startswith("sdnet") else None,
+            csc_settings_unsupported=unsupported if config.model.startswith("sdnet") else [],
+            deterministic=config.deterministic))
     first_epoch, checkpoint_path, earlier_seconds = 0, os.path.join(path, CHECKPOINT), 0.0
     if config.resume:
-        state = load_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler)
+        state = load_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                scaler=scaler)
         # wall time of the interrupted process(es) up to their last checkpoint, so the total is the run's
         first_epoch, earlier_seconds = int(state["epoch"]), float(state["extra"].get("wall_seconds", 0.0))
         if rank == 0:
             results.truncate_metrics(os.path.join(path, "metrics.csv"), first_epoch)
+            results.truncate_steps(os.path.join(path, "steps.jsonl"), first_epoch * steps_per_epoch)
     train_model = model
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
-        if not hasattr(torch, "compile"):
-            raise ValueError("--compile needs torch.compile (PyTorch >= 2.0)")
         train_model = torch.compile(train_model)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp == "fp16" and device.type == "cuda")
-    test_loss = test_accuracy = float("nan")
-    for epoch in range(first_epoch, config.epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        row = train_epoch(train_model, optimizer, scaler, data, config, device, rank, world, epoch)
-        scheduler.step()
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            # the unwrapped model: no DDP collectives inside forward, so ranks may see unequal batch counts
-            test_loss, test_accuracy = evaluate(model, data, config, device, rank, world)
-        row.update(epoch=epoch + 1, lr=lr, test_loss=test_loss, test_accuracy=test_accuracy)
+    run = _Run(config, rank, world, device, path)
+    if rank == 0 and config.tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        run.writer = SummaryWriter(os.path.join(path, "tensorboard"),
+                                   purge_step=first_epoch * steps_per_epoch + 1 if config.resume else None)
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            _epoch(run, model, train_model, optimizer, scheduler, scaler, data, epoch, start, earlier_seconds)
+    except TrainingFailed as failure:
         if rank == 0:
-            results.append_metrics(os.path.join(path, "metrics.csv"), row)
-            save_checkpoint(checkpoint_path, model=model, optimizer=optimizer, scheduler=scheduler,
-                            epoch=epoch + 1, extra={"wall_seconds": earlier_seconds + time.time() - start})
-        if world > 1:
-            dist.barrier()  # no rank runs ahead of the checkpoint it may be resumed from
+            results.write_json(os.path.join(path, "failed.json"), {
+                "status": "failed", "reason": failure.reason, "epoch": failure.epoch, "step": failure.step,
+                "last_checkpoint_epoch": int(torch.load(checkpoint_path, weights_only=True)["epoch"])
+                if os.path.exists(checkpoint_path) else None, "time": results.now_iso()})
+        raise
+    finally:
+        if run.writer is not None:
+            run.writer.close()
     if rank == 0:
-        _finish(path, model, test_loss, test_accuracy, earlier_seconds + time.time() - start, first_epoch)
+        _finish(run, model, data, earlier_seconds + time.time() - start, first_epoch)
     return path
 
 
-def _finish(path: str, model, test_loss: float, test_accuracy: float, wall_seconds: float,
-            resumed_at_epoch: int) -> None:
-    prov_path = os.path.join(path, "provenance.json")
+def _epoch(run: _Run, model, train_model, optimizer, scheduler, scaler, data, epoch, start, earlier_seconds):
+    config, rank, world, device = run.config, run.rank, run.world, run.device
+    lr = optimizer.param_groups[0]["lr"]
+    row = run.train_epoch(train_model, optimizer, scheduler, scaler, data, epoch)
+    finite = torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all()
+    if not bool(finite):  # one read per epoch: a checkpoint never holds non-finite weights
+        raise TrainingFailed(f"non-finite weights after epoch {epoch + 1}", epoch + 1, (epoch + 1) *
+                             data.steps_per_epoch(config.batch_size))
+    row.update(epoch=epoch + 1, lr=lr)
+    if data.has_validation:
+        row.update({f"val_{k}": v for k, v in evaluate(model, data, config, device, rank, world, "val").items()})
+    if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+        # the unwrapped model: no DDP collectives inside forward, so ranks may see unequal batch counts
+        row.update({f"test_{k}": v for k, v in evaluate(model, data, config, device, rank, world).items()})
+    if rank == 0:
+        results.append_metrics(os.path.join(run.path, "metrics.csv"), row)
+        if run.writer is not None:
+            step = (epoch + 1) * data.steps_per_epoch(config.batch_size)
+            for key, value in row.items():
+                if key != "epoch" and value is not None:
+                    run.writer.add_scalar(f"epoch/{key}", value, step)
+        save_checkpoint(os.path.join(run.path, CHECKPOINT), model=model, optimizer=optimizer, scheduler=scheduler,
+                        scaler=scaler, epoch=epoch + 1,
+                        extra={"wall_seconds": earlier_seconds + time.time() - start})
+    if world > 1:
+        dist.barrier()  # no rank runs ahead of the checkpoint it may be resumed from
+
+
+def _finish(run: _Run, model, data, wall_seconds: float, resumed_at_epoch: int) -> None:
+    """Provenance end time, then ``summary.json`` from metrics.csv (evaluating only if the last test is missing)."""
+    config, path = run.config, run.path
     prov = results.load_run(path).provenance
     prov["end_time"] = results.now_iso()
     prov["wall_seconds"] = wall_seconds  # summed over the interrupted and the resuming processes
-    if resumed_at_epoch:
+    if config.resume:
         prov.setdefault("resumed_at_epochs", []).append(resumed_at_epoch)
-    results.write_json(prov_path, prov)
+        prov.setdefault("resumes", []).append({"epoch": resumed_at_epoch, "world_size": run.world,
+                                               "device": str(run.device), "git_commit": results.git_commit()})
+    results.write_json(os.path.join(path, "provenance.json"), prov)
     metrics = results.load_run(path).metrics
-    finite = [r["test_accuracy"] for r in metrics
-              if r["test_accuracy"] is not None and not math.isnan(r["test_accuracy"])]
+    last = metrics[-1] if metrics else {}
+    if last.get("test_accuracy") is None:  # cannot happen for a run this trainer wrote; kept safe
+        last = {**last, **{f"test_{k}": v for k, v in evaluate(model, data, config, run.device, 0, 1).items()}}
+    tests = [r["test_accuracy"] for r in metrics if r.get("test_accuracy") is not None]
+    vals = [(r["val_accuracy"], r["epoch"]) for r in metrics if r.get("val_accuracy") is not None]
+    best_val = max(vals, key=lambda item: (item[0], -item[1])) if vals else None
     results.write_json(os.path.join(path, "summary.json"), {
-        "epochs": len(metrics), "final_test_loss": test_loss, "final_test_accuracy": test_accuracy,
-        "best_test_accuracy": max(finite) if finite else None,
-        "final_train_loss": metrics[-1]["train_loss"] if metrics else None,
-        "parameters": sum(p.numel() for p in model.parameters())})
+        "status": "finished", "epochs": len(metrics), "final_test_loss": last.get("test_loss"),
+        "final_test_accuracy": last.get("test_accuracy"), "final_test_top5": last.get("test_top5"),
+        "best_test_accuracy": max(tests) if tests else None,
+        "final_val_accuracy": vals[-1][0] if vals else None,
+        "best_val_accuracy": best_val[0] if best_val else None, "best_val_epoch": best_val[1] if best_val else None,
+        "final_train_loss": last.get("train_loss"),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "world_size": run.world, "global_batch": config.batch_size,
+        "per_process_batch": config.batch_size // run.world})
+
+
+def describe(config: TrainConfig) -> str:
+    """The preset's notes (recipe source, differences) and the resolved configuration, as printed by --describe."""
+    fields = "\n".join(f"  {key} = {value!r}" for key, value in dataclasses.asdict(config).items())
+    return f"preset {config.preset}:\n{PRESET_NOTES.get(config.preset, '')}\n\nconfiguration:\n{fields}"
 
 
 def main(argv=None) -> int:
-    """Command-line entry point: parse presets and overrides, train, print the run folder."""
-    config = config_from_argv(argv)
-    path = train(config)
-    if int(os.environ.get("RANK", "0")) == 0:
+    """Command-line entry point. Exit status 0: done; 1: the run failed (non-finite loss); 2: a usage error."""
+    config, flags = config_from_argv(argv, with_flags=True)
+    if flags["describe"]:
+        print(describe(config))
+        return 0
+    rank = int(os.environ.get("RANK", "0"))
+    try:
+        path = train(config)
+    except TrainingFailed as failure:
+        print(f"python -m cscnb.train: training failed: {failure}; the last good checkpoint is kept and the run "
+              "folder is marked failed (failed.json)", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        print(f"python -m cscnb.train: error: {err}", file=sys.stderr)
+        return 2
+    if rank == 0:
         print(f"run written to {path}")
     return 0
-
