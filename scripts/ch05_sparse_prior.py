@@ -40,7 +40,8 @@ SOURCES = ("scripts/ch05_sparse_prior.py", "cscnb/robustness/sparse_prior.py", "
            "cscnb/nn/sparse_coding.py", "cscnb/train/fit.py", "cscnb/data/digits.py", "cscnb/data/split.py")
 
 
-def provenance(start: float) -> dict:
+def provenance() -> dict:
+    """The state the run starts from (call it before the run; ``wall_seconds`` is added at the end)."""
     import sklearn
     dirty = os.popen(f"git -C {ROOT} status --porcelain -- cscnb scripts").read().strip()
     return {"command": " ".join([os.path.relpath(sys.executable, ROOT)] + sys.argv),
@@ -48,22 +49,22 @@ def provenance(start: float) -> dict:
             "sha256": {p: hashlib.sha256((ROOT / p).read_bytes()).hexdigest() for p in SOURCES},
             "torch": torch.__version__, "sklearn": sklearn.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "wall_seconds": round(time.time() - start, 1)}
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def run_codes(out_dir: Path) -> None:
-    start, rows = time.time(), []
+    start, rows, record = time.time(), [], provenance()
     for seed in SEEDS:
         rows += code_sweep(seed, CODE_LAMS, CODE_CS, CODE_SIGMAS, n_steps=CODE_STEPS)
         print(f"codes: seed {seed} done after {time.time() - start:.0f} s", flush=True)
     write_json(str(out_dir / "ch05_codes.json"),
                {"grid": {"seeds": SEEDS, "lams": CODE_LAMS, "cs": CODE_CS, "sigmas": CODE_SIGMAS,
-                         "n_steps": CODE_STEPS}, "rows": rows, "provenance": provenance(start)})
+                         "n_steps": CODE_STEPS}, "rows": rows,
+                "provenance": {**record, "wall_seconds": round(time.time() - start, 1)}})
 
 
 def run_training(out_dir: Path) -> None:
-    start, rows = time.time(), []
+    start, rows, record = time.time(), [], provenance()
     for name in TRAINING_VARIANTS:
         for lr in NET_LRS:
             for seed in SEEDS:
@@ -72,7 +73,7 @@ def run_training(out_dir: Path) -> None:
                       f"({time.time() - start:.0f} s)", flush=True)
     write_json(str(out_dir / "ch05_training.json"),
                {"grid": {"seeds": SEEDS, "lrs": NET_LRS, "sigmas": NET_SIGMAS, "variants": list(TRAINING_VARIANTS)},
-                "rows": rows, "provenance": provenance(start)})
+                "rows": rows, "provenance": {**record, "wall_seconds": round(time.time() - start, 1)}})
 
 
 def main() -> None:

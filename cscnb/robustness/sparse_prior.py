@@ -6,7 +6,7 @@ one ISTA step (the layer :math:`\shrink_\lambda(D^\top x)/L`), :math:`K` ISTA st
 of :math:`\tfrac12\|x - Dz\|^2 + \lambda\|z\|_1` certified by its KKT residual; a logistic regression
 on the standardized clean training codes; accuracies on validation and test images with Gaussian
 noise. :func:`code_sweep` runs a grid of :math:`(\lambda, C)` for one seed, so that both can be
-chosen on the validation split (chapter 5, section "Does keeping the prior make the transform more
+chosen on the validation split (chapter 5, section "Does keeping the prior make codes more
 robust?").
 
 **Trained networks** (:data:`TRAINING_VARIANTS`, :func:`train_variant`): the chapter-4 network with
@@ -140,20 +140,23 @@ def classify_codes(problem: CodeProblem, sets: dict, C: float) -> dict:
     r"""Logistic regression (inverse regularization ``C``) on the standardized clean training codes.
 
     Returns validation and test accuracies for every noise level of ``sets`` (:func:`code_sets`). The
-    standardization (per-coefficient mean and scale) is fitted on the clean training codes only.
+    standardization (per-coefficient mean and scale) is fitted on the clean training codes only. Runs with
+    one BLAS thread, so that a re-run reproduces the same coefficients bit for bit.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
     C = positive_number(C, "C")
-    scaler = StandardScaler().fit(sets["train"].numpy())
-    model = LogisticRegression(C=C, max_iter=5000).fit(scaler.transform(sets["train"].numpy()),
-                                                       problem.y_train.numpy())
+    with threadpool_limits(limits=1):    # one BLAS thread: the same solution on every run (chapter 5 re-runs rows)
+        scaler = StandardScaler().fit(sets["train"].numpy())
+        model = LogisticRegression(C=C, max_iter=5000).fit(scaler.transform(sets["train"].numpy()),
+                                                           problem.y_train.numpy())
 
-    def accuracy(z, y):
-        return float(model.score(scaler.transform(z.numpy()), y.numpy()))
+        def accuracy(z, y):
+            return float(model.score(scaler.transform(z.numpy()), y.numpy()))
 
-    return {"val": [accuracy(z, problem.y_val) for z in sets["val"]],
-            "test": [accuracy(z, problem.y_test) for z in sets["test"]]}
+        return {"val": [accuracy(z, problem.y_val) for z in sets["val"]],
+                "test": [accuracy(z, problem.y_test) for z in sets["test"]]}
 
 
 def code_errors(problem: CodeProblem, sets: dict) -> dict:
