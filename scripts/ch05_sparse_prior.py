@@ -1,7 +1,7 @@
 """Chapter 5's sweeps: write chapters/data/ch05_codes.json and chapters/data/ch05_training.json.
 
     .venv/bin/python scripts/ch05_sparse_prior.py codes      # codes of a fixed dictionary: (λ, C) grid, 5 seeds
-    .venv/bin/python scripts/ch05_sparse_prior.py training   # trained networks: 7 variants × 2 learning rates × 5 seeds
+    .venv/bin/python scripts/ch05_sparse_prior.py training   # trained networks: 7 variants × 2 lr × 5 seeds
     .venv/bin/python scripts/ch05_sparse_prior.py all
 
 Single-threaded, float64 (codes) and float32 (networks), everything seeded: the chapter re-runs some

@@ -22,7 +22,8 @@ def test_conv_norm_bound_is_an_upper_bound(stride, padding, dilation, n):
     g = torch.Generator().manual_seed(stride * 10 + padding + n)
     for _ in range(5):
         w = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64)
-        assert conv_norm_bound(w, n, stride, padding, dilation) >= exact_norm(w, n, stride, padding, dilation) * (1 - 1e-12)
+        exact = exact_norm(w, n, stride, padding, dilation)
+        assert conv_norm_bound(w, n, stride, padding, dilation) >= exact * (1 - 1e-12)
 
 
 @pytest.mark.parametrize("c_in,c_out,s,n", [(1, 4, 2, 8), (3, 5, 2, 6), (2, 3, 3, 9)])
@@ -58,13 +59,14 @@ def test_project_step_admissible_bounds_every_layer_norm():
         torch.testing.assert_close(layer.threshold, thresholds[i])
     before = [layer.weight.clone() for layer in net.layers]
     net.project_step_admissible_()                                   # already admissible: (almost) unchanged
-    for layer, weight in zip(net.layers, before):
+    for layer, weight in zip(net.layers, before, strict=True):
         torch.testing.assert_close(layer.weight, weight, rtol=1e-12, atol=0)
 
 
 def test_clamp_biases_nonpositive_gives_a_sparse_coding_network():
     torch.manual_seed(1)
-    cnn = HierarchicalSparseCodingNet(HierarchicalSparseCodingConfig(channels=(4, 8), strides=(1, 2))).double().to_sequential()
+    config = HierarchicalSparseCodingConfig(channels=(4, 8), strides=(1, 2))
+    cnn = HierarchicalSparseCodingNet(config).double().to_sequential()
     with torch.no_grad():
         cnn[0].bias.uniform_(-1, 1)
     with pytest.raises(ValueError, match="positive"):
@@ -85,7 +87,7 @@ def problem():
 
 def test_code_problem_and_one_step_codes(problem):
     assert problem.dictionary.weight.shape == (64, 32) and problem.x_train.dtype == torch.float64
-    assert 0 <= float(problem.x_train.min()) and float(problem.x_train.max()) <= 1
+    assert float(problem.x_train.min()) >= 0 and float(problem.x_train.max()) <= 1
     assert problem.noise_val.shape == problem.x_val.shape and problem.noise_val.dtype == torch.float64
     z, kkt = sparse_prior.digit_codes(problem.dictionary, problem.x_test[:5], "1 step", 0.5)
     assert kkt is None

@@ -185,7 +185,7 @@ class HierarchicalSparseCodingNet(nn.Module):
                 for i, layer in enumerate(self.layers)]
 
     @torch.no_grad()
-    def project_step_admissible_(self) -> "HierarchicalSparseCodingNet":
+    def project_step_admissible_(self) -> HierarchicalSparseCodingNet:
         r"""Rescale every :math:`D_\ell` so that :math:`\eta\|D_\ell\|_2^2 \le 1`, in place; returns ``self``.
 
         With :math:`\eta \le 1/\|D_\ell^\top D_\ell\|_2` each of the ``n_iter`` steps of layer
@@ -194,7 +194,7 @@ class HierarchicalSparseCodingNet(nn.Module):
         (``thm-ch5-rates``). A layer whose bound (:func:`conv_norm_bound`) already satisfies it is left
         unchanged; the thresholds are not touched. Use it as ``cscnb.train.fit(after_step=...)``.
         """
-        for layer, bound in zip(self.layers, self.operator_norm_bounds()):
+        for layer, bound in zip(self.layers, self.operator_norm_bounds(), strict=True):
             limit = 1.0 / layer.step ** 0.5
             if bound > limit:
                 layer.weight.mul_(limit / bound)

@@ -226,8 +226,11 @@ def build_variant(name: str, seed: int, *, channels=(8, 16, 16)):
     """The network of variant ``name`` (:data:`TRAINING_VARIANTS`) initialized with ``torch.manual_seed(seed)``,
     and the projection to apply after every optimizer step (or None). All variants start from the same
     float32 weights for the same seed (before their projection)."""
-    from ..models.hierarchical import (HierarchicalSparseCodingConfig, HierarchicalSparseCodingNet,
-                                       clamp_biases_nonpositive_)
+    from ..models.hierarchical import (
+        HierarchicalSparseCodingConfig,
+        HierarchicalSparseCodingNet,
+        clamp_biases_nonpositive_,
+    )
     check_choice(name, "name", tuple(TRAINING_VARIANTS))
     n_iter, kind = TRAINING_VARIANTS[name]
     torch.manual_seed(nonneg_int(seed, "seed"))
