@@ -7,7 +7,8 @@
 Single-threaded, float64 (codes) and float32 (networks), everything seeded: the chapter re-runs some
 entries and asserts that it reproduces them exactly. The experiment code is
 cscnb/robustness/sparse_prior.py; this script only loops over the grid and records provenance.
-Measured on the 2-core development machine under load: codes about 4 min, training about 25 min.
+Measured on the shared 2-core development machine (load average 10-14, both parts at once): codes 10 min,
+training 21 min.
 """
 from __future__ import annotations
 
