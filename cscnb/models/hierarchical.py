@@ -7,6 +7,12 @@ observation, :math:`\hat z_{\ell-1} \approx D_\ell z_\ell` with an exponential p
 ``step=1`` and :math:`D_\ell^\top D_\ell = I` each step is that layer's MAP code; the cascade is not the MAP of
 a joint model over all codes (``prop-ch4-cascade-not-joint``). No normalization and no pooling:
 down-sampling is the stride of the convolutional dictionaries.
+
+Chapter 5 trains it under two projections that keep the sparse prior's reading intact:
+:meth:`HierarchicalSparseCodingNet.project_step_admissible_` (every one of the ``n_iter`` steps is an
+ISTA step with an admissible step size, by the bound :func:`conv_norm_bound`) and, for the plain CNN
+of :meth:`HierarchicalSparseCodingNet.to_sequential`, :func:`clamp_biases_nonpositive_` (biases of the
+prior's sign, :math:`b = -\sigma^2\lambda \le 0`).
 """
 from __future__ import annotations
 
@@ -14,11 +20,68 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from ..core.validation import nonneg_int, positive_int
+from ..core.validation import nonneg_int, pair, positive_int
 from ..nn.sparse_coding import SparseCodingConv2d
+from ..nn.unfolded import conv_operator_norm, dilate_kernel
 
-__all__ = ["HierarchicalSparseCodingConfig", "HierarchicalSparseCodingNet"]
+__all__ = ["HierarchicalSparseCodingConfig", "HierarchicalSparseCodingNet", "conv_norm_bound",
+           "clamp_biases_nonpositive_"]
+
+
+def conv_norm_bound(weight: torch.Tensor, signal_size, stride=1, padding=0, dilation=1) -> float:
+    r"""An upper bound on :math:`\|D\|_2` for a strided, zero-padded 2-D convolutional dictionary.
+
+    :math:`D^\top x` = ``conv2d(x, weight, stride, padding, dilation)`` on signals of spatial size
+    ``signal_size`` (chapter 5, proposition ``thm-ch5-polyphase``). Splitting the zero-padded signal
+    into its :math:`s_h s_w` polyphase components (an isometry) turns the strided convolution into a
+    stride-1 convolution with :math:`C_{in} s_h s_w` input channels and kernels of
+    :math:`\lceil k/s\rceil` taps; every output it needs is an output of the circular convolution on
+    the polyphase grid, so
+
+    .. math:: \|D\|_2 \le \max_\omega \sigma_{\max}\big(\hat K_{\mathrm{poly}}(\omega)\big),
+
+    the largest singular value of the polyphase kernel's DFT (computed by
+    :func:`cscnb.nn.conv_operator_norm`). Exact for non-overlapping atoms (kernel = stride, no padding,
+    size a multiple of the stride); for stride 1 it is the circular bound of chapters 7–8.
+    """
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        raise TypeError(f"weight must be a 2-D convolution weight of shape (C_out, C_in, kh, kw), got "
+                        f"{type(weight).__name__ if not isinstance(weight, torch.Tensor) else tuple(weight.shape)}")
+    size, s, p = pair(signal_size, "signal_size", 1), pair(stride, "stride", 1), pair(padding, "padding", 0)
+    rate = pair(dilation, "dilation", 1)
+    if rate[0] != rate[1]:
+        raise ValueError(f"dilation must be the same along both axes, got {rate}")
+    w = dilate_kernel(weight.detach(), rate[0]) if rate[0] != 1 else weight.detach()
+    k = tuple(w.shape[2:])
+    if any(size[i] + 2 * p[i] < k[i] for i in range(2)):
+        raise ValueError(f"signal_size {size} with padding {p} is smaller than the kernel {k}")
+    taps = tuple(-(-k[i] // s[i]) for i in range(2))                      # ⌈k/s⌉ polyphase taps
+    w = F.pad(w, (0, s[1] * taps[1] - k[1], 0, s[0] * taps[0] - k[0]))   # zero taps up to a multiple of s
+    c_out, c_in = w.shape[:2]
+    # (C_out, C_in, a_h·s_h + b_h, a_w·s_w + b_w) → (C_out, C_in·s_h·s_w, a_h, a_w): phase b becomes a channel
+    w = w.reshape(c_out, c_in, taps[0], s[0], taps[1], s[1]).permute(0, 1, 3, 5, 2, 4)
+    w = w.reshape(c_out, c_in * s[0] * s[1], taps[0], taps[1])
+    grid = max(max(-(-(size[i] + 2 * p[i]) // s[i]), taps[i]) for i in range(2))  # polyphase signal length
+    return conv_operator_norm(w, grid=grid)
+
+
+@torch.no_grad()
+def clamp_biases_nonpositive_(module: nn.Module) -> nn.Module:
+    r"""Project every ``Conv2d`` bias of ``module`` onto :math:`b \le 0`, in place; returns ``module``.
+
+    The sign an exponential prior gives a bias, :math:`b = -\sigma^2\lambda \le 0` (chapter 2): a
+    projected CNN converts back to a :class:`HierarchicalSparseCodingNet` with
+    :meth:`HierarchicalSparseCodingNet.from_sequential`. Use it as ``cscnb.train.fit(after_step=...)``
+    (chapter 5's bias-sign experiment).
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+    for sub in module.modules():
+        if isinstance(sub, nn.Conv2d) and sub.bias is not None:
+            sub.bias.clamp_(max=0.0)
+    return module
 
 
 @dataclass
@@ -114,6 +177,28 @@ class HierarchicalSparseCodingNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r"""Class logits :math:`a = W\operatorname{vec}(\hat z_L) + b`, shape ``(batch, n_classes)`` (chapter 4, ``eq-ch4-logistic``)."""
         return self.classifier(self.codes(x)[-1].flatten(1))
+
+    def operator_norm_bounds(self) -> list:
+        r"""Upper bounds :func:`conv_norm_bound` on :math:`\|D_\ell\|_2`, one per layer, at the layer's input size."""
+        sizes = self.config.spatial_sizes()
+        return [conv_norm_bound(layer.weight, sizes[i], layer.stride, layer.padding, layer.dilation)
+                for i, layer in enumerate(self.layers)]
+
+    @torch.no_grad()
+    def project_step_admissible_(self) -> HierarchicalSparseCodingNet:
+        r"""Rescale every :math:`D_\ell` so that :math:`\eta\|D_\ell\|_2^2 \le 1`, in place; returns ``self``.
+
+        With :math:`\eta \le 1/\|D_\ell^\top D_\ell\|_2` each of the ``n_iter`` steps of layer
+        :math:`\ell` is an ISTA step that does not increase that layer's objective (chapter 5,
+        theorem ``thm-ch5-one-step``), so ``n_iter`` steps approach the layer-wise MAP code
+        (``thm-ch5-rates``). A layer whose bound (:func:`conv_norm_bound`) already satisfies it is left
+        unchanged; the thresholds are not touched. Use it as ``cscnb.train.fit(after_step=...)``.
+        """
+        for layer, bound in zip(self.layers, self.operator_norm_bounds(), strict=True):
+            limit = 1.0 / layer.step ** 0.5
+            if bound > limit:
+                layer.weight.mul_(limit / bound)
+        return self
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         r"""The posterior :math:`P(y = c \mid \hat z_L) = \operatorname{softmax}(a)_c`, shape ``(batch, n_classes)`` (chapter 4, ``eq-ch4-softmax``)."""

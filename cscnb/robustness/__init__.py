@@ -1,5 +1,7 @@
-"""Robustness experiments (chapters 13 and 14): corruptions, gradient attacks, test-time λ at paper scale.
+"""Robustness experiments: the sparse prior (chapter 5), corruptions and attacks (chapter 13), test-time λ at
+paper scale (chapter 14).
 
+* :mod:`~cscnb.robustness.sparse_prior` — chapter 5: codes and trained networks that keep the sparse prior, under noise;
 * :mod:`~cscnb.robustness.corruptions` — Gaussian, shot, impulse and speckle noise at the five CIFAR-10-C
   severities;
 * :mod:`~cscnb.robustness.attacks` — FGSM and PGD in the :math:`\\ell_\\infty` and :math:`\\ell_2` balls;
@@ -14,8 +16,10 @@ from .attacks import fgsm, pgd, project_to_ball, steepest_ascent_direction
 from .corruptions import (CIFAR10C_PARAMETERS, CORRUPTIONS, corrupt, corruption_parameter, gaussian_noise,
                           impulse_noise, shot_noise, speckle_noise)
 from .noises import SDNET_LAMS, SDNET_NOISE_LEVELS, SDNET_NOISES, sdnet_noise
+from .sparse_prior import CODE_METHODS, TRAINING_VARIANTS, code_problem, code_sets, code_sweep, train_variant
 from .sweeps import csc_layers, lam_sweep, select_lam
 
 __all__ = ["CIFAR10C_PARAMETERS", "CORRUPTIONS", "corruption_parameter", "corrupt", "gaussian_noise", "shot_noise",
            "impulse_noise", "speckle_noise", "fgsm", "pgd", "steepest_ascent_direction", "project_to_ball"]
 __all__ += ["csc_layers", "lam_sweep", "select_lam", "SDNET_LAMS", "SDNET_NOISE_LEVELS", "SDNET_NOISES", "sdnet_noise"]
+__all__ += ["CODE_METHODS", "TRAINING_VARIANTS", "code_problem", "code_sets", "code_sweep", "train_variant"]
