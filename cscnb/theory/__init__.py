@@ -7,6 +7,8 @@ r"""Theory of sparse coding checked by the chapters: coherence bounds, brute for
   sparsest solutions, worst stable code; chapters 9 and 14);
 * :mod:`~cscnb.theory.stripe` — the stripe (:math:`\ell_{0,\infty}`) norm of convolutional codes, the local
   sparsity of convolutional sparse coding (chapters 6, 9 and 11);
+* :mod:`~cscnb.theory.rates` — stripe and noisy convergence rates of LISTA-CP, the deep chain, and the
+  convolutional generalized coherence (chapter 10);
 * :mod:`~cscnb.theory.symbolic` — SymPy helpers for the derivations (negative log-posteriors, proximal
   maps by cases, KKT cases; chapters 1, 2, 6, 11 and 12). Not imported here: SymPy is slow to
   load, so ``cscnb.theory.symbolic`` (or ``cscnb.symbolic``) loads it on first use.
@@ -17,9 +19,12 @@ from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_c
 from .bruteforce import (BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
                          sparsest_solutions_bruteforce, worst_stable_code_bruteforce)
 from .stripe import stripe_counts, stripe_norm
+from .rates import RateBlock, RateSchedule, conv_generalized_coherence, conv_generalized_coherence_weights, deep_rate_chain, patch_norm, rate_schedule, window_counts  # noqa: E501
 
 __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
            "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
            "deep_uniqueness_holds", "deep_stability_bounds",
            "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
-           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts"]
+           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts",
+           "RateSchedule", "RateBlock", "rate_schedule", "deep_rate_chain", "conv_generalized_coherence",
+           "conv_generalized_coherence_weights", "window_counts", "patch_norm"]

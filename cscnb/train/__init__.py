@@ -2,6 +2,8 @@
 
 * :mod:`~cscnb.train.fit` — :func:`fit` / :func:`evaluate` / :func:`summarize`: the one training loop of
   the chapters' small models (validation split, early stopping, mean ± spread over seeds);
+* :mod:`~cscnb.train.unrolled` — :func:`fit_unrolled`: unrolled solvers (LISTA-CP, ...) trained on planted
+  codes through :func:`fit` (chapter 10);
 * :mod:`~cscnb.train.config` — :class:`TrainConfig` (every setting of a run), the named presets and the
   command-line parser;
 * :mod:`~cscnb.train.data` — every dataset behind one batch interface, reproducible per ``(seed, epoch)``
@@ -20,8 +22,9 @@ from .data import TrainData, build_data, epoch_generator
 from .fit import FitResult, Penalty, SeedSummary, evaluate, fit, summarize
 from .loop import main, run_directory, select_device, train
 from .results import RunRecord, load_run, load_runs
+from .unrolled import fit_unrolled, unrolled_loss
 
 __all__ = ["fit", "evaluate", "summarize", "FitResult", "Penalty", "SeedSummary", "TrainConfig", "PRESETS", "preset_config", "build_parser", "config_from_argv", "TrainData", "build_data",
            "epoch_generator", "train", "main", "select_device", "run_directory", "save_checkpoint",
            "load_checkpoint", "atomic_torch_save", "rng_state", "set_rng_state", "RunRecord", "load_run",
-           "load_runs"]
+           "load_runs", "fit_unrolled", "unrolled_loss"]
