@@ -54,6 +54,17 @@ def measure(network, weight, test, bound) -> dict:
     }
 
 
+def code_trees() -> dict:
+    """Git object ids of the code a run used: the cscnb tree and this script (stable when commits are rebased)."""
+    import subprocess
+    trees = {}
+    for key, path in (("cscnb_tree", "cscnb"), ("script_blob", os.path.relpath(__file__))):
+        out = subprocess.run(["git", "rev-parse", f"HEAD:{path}"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", path], capture_output=True, text=True).stdout.strip()
+        trees[key] = (out.stdout.strip() or "unknown") + (" (uncommitted changes)" if dirty else "")
+    return trees
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=5)
@@ -90,7 +101,7 @@ def main():
                           f"val {fit.best_val_metric:.3e}, median error at K {run['median'][-1]:.2e}, "
                           f"max {run['max'][-1]:.2e}, below bound {run['fraction_below_bound']:.3f}", flush=True)
     record = provenance(device="cpu", seed=0, world_size=1, start_time=start)
-    record.update(end_time=now_iso(), wall_seconds=time.perf_counter() - wall)
+    record.update(end_time=now_iso(), wall_seconds=time.perf_counter() - wall, **code_trees())
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     write_json(args.out, {
         "description": "chapter 10: dense LISTA-CP trained over seeds (scripts/ch10_unrolled_training.py)",

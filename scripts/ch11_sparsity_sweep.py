@@ -96,6 +96,17 @@ def run_one(data, dim, strategy, strength, seed, warmup=True) -> dict:
             "layers": layer_theory(model, data.x_test), "seconds": time.perf_counter() - tic}
 
 
+def code_trees() -> dict:
+    """Git object ids of the code a run used: the cscnb tree and this script (stable when commits are rebased)."""
+    import subprocess
+    trees = {}
+    for key, path in (("cscnb_tree", "cscnb"), ("script_blob", os.path.relpath(__file__))):
+        out = subprocess.run(["git", "rev-parse", f"HEAD:{path}"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", path], capture_output=True, text=True).stdout.strip()
+        trees[key] = (out.stdout.strip() or "unknown") + (" (uncommitted changes)" if dirty else "")
+    return trees
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
@@ -130,7 +141,7 @@ def main():
                       f"zeros {run['test_zero_fraction']:.3f}", flush=True)
             write_json(args.out, record)   # after every configuration: an interruption loses at most one
     session = provenance(device="cpu", seed=0, world_size=1, start_time=start)
-    session.update(end_time=now_iso(), wall_seconds=time.perf_counter() - wall)
+    session.update(end_time=now_iso(), wall_seconds=time.perf_counter() - wall, **code_trees())
     record["provenance"].append(session)
     write_json(args.out, record)
 
