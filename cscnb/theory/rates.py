@@ -157,7 +157,7 @@ def conv_generalized_coherence(encoder: torch.Tensor, dictionary: torch.Tensor, 
                                rescale: bool = False, tol: float = 1e-8) -> float:
     r"""Generalized coherence of a convolutional encoder against a convolutional dictionary (chapter 10).
 
-    .. math:: \tilde\mu(W, D) = \max_{(a, \ell) \ne (b, 0)\ \text{or}\ a \ne b}
+    .. math:: \tilde\mu(W, D) = \max_{(a, \ell) \ne (b, 0)}
               \Big|\sum_{c, t} w_a[c, t]\, d_b[c, t + \ell]\Big|
               \quad\text{with}\quad \langle w_a, d_a\rangle = 1,
 
