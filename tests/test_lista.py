@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 
 import cscnb
-from cscnb.nn.lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, FitConfig, UnrolledConfig, activation_fn,
-                            empirical_rate, firm_threshold, fit_unrolled, hopfield_energy, iterate_errors,
-                            theorem_thresholds)
+from cscnb.nn.lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, UnrolledConfig, activation_fn, empirical_rate,
+                            firm_threshold, hopfield_energy, iterate_errors, theorem_thresholds)
 from cscnb.theory import generalized_coherence, generalized_coherence_weights, lista_cp_rate_constant
 
 
@@ -85,8 +84,6 @@ def test_bad_arguments_raise_naming_the_argument(gaussian_dictionary):
         theorem_thresholds(-0.1, 2, 1.0, 4)
     with pytest.raises(ValueError, match="sparsity"):
         theorem_thresholds(0.1, 0, 1.0, 4)
-    with pytest.raises(ValueError, match="nonneg"):
-        fit_unrolled(LISTACP(D, UnrolledConfig(n_layers=2, activation="relu")), FitConfig(steps=1))
     with pytest.raises(ValueError, match="beta"):
         hopfield_energy(torch.zeros(2, 3), torch.zeros(4, 3), 0.0)
     with pytest.raises(ValueError, match="two errors"):
@@ -157,15 +154,8 @@ def test_theorem_thresholds_and_empirical_rate():
         iterate_errors(torch.zeros(3, 2, 4), torch.zeros(2, 5))
 
 
-def test_training_is_deterministic_lowers_the_loss_and_works_in_float32(gaussian_dictionary):
+def test_float32_networks_pass_gradients_to_encoders_and_thresholds(gaussian_dictionary):
     D = cscnb.LinearDictionary(gaussian_dictionary(16, 32))
-    runs = []
-    for _ in range(2):
-        model = LISTACP(D, UnrolledConfig(n_layers=4, threshold=0.05))
-        fit = fit_unrolled(model, FitConfig(sparsity=2, n_train=256, steps=40, batch_size=64, lr=3e-3, seed=1))
-        runs.append(fit.losses)
-    assert runs[0] == runs[1]
-    assert sum(runs[0][-5:]) < sum(runs[0][:5])
     model32 = LISTACP(D, UnrolledConfig(n_layers=3, activation="relu", threshold=0.05)).float()
     out = model32(torch.randn(4, 16))
     assert out.dtype == torch.float32 and bool((out >= 0).all())

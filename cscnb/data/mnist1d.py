@@ -24,8 +24,8 @@ def load_mnist1d(*, seed: int = 42, num_samples: int = 5000, val_fraction: float
     translated, sheared and corrupted by correlated and i.i.d. noise, 80 % train / 20 % test, the
     whole set standardized to mean 0 and standard deviation 1. ``make_dataset`` reseeds NumPy's and
     Python's global generators; their states are saved and restored, so callers' random streams are
-    untouched. Generated sets are cached in memory per ``(seed, num_samples)``. Used by chapter 7 (the
-    training of ``eq-ch7-network``). With ``val_fraction > 0`` a stratified validation part of the
+    untouched. Generated sets are cached in memory per ``(seed, num_samples)``. Used by chapters 7 (the
+    training of ``eq-ch7-network``) and 11. With ``val_fraction > 0`` a stratified validation part of the
     training samples (drawn with a generator seeded by ``val_seed``) is held out for model selection.
     """
     seed = nonneg_int(seed, "seed")

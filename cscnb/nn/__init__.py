@@ -6,6 +6,7 @@
 * :mod:`~cscnb.nn.unfolded`, :mod:`~cscnb.nn.blocks` — one ML-CSC layer unfolded into steps, and the
   Res-CSC / MSD-CSC blocks with the ResNet / DenseNet blocks they equal (chapters 7 and 8);
 * :mod:`~cscnb.nn.lista` — LISTA, LISTA-CP and ALISTA, unrolled solvers with learned weights (chapter 10);
+* :mod:`~cscnb.nn.conv_lista` — convolutional LISTA-CP, its encoders restricted to convolutions (chapter 10);
 * :mod:`~cscnb.nn.sparsity` — sparse activations (shifted ReLU, top-k), activation penalties, sparsity
   metrics and the training loop that uses them (chapter 11);
 * :mod:`~cscnb.nn.csc_layer`, :mod:`~cscnb.nn.csc_functional`, :mod:`~cscnb.nn.csc_ops`,
@@ -19,8 +20,9 @@ from .csc_layer import (ATOM_NORMS, BACKWARDS, STEP_FACTOR, CSCLayer, csc_code, 
                         unit_norm_atoms)
 from .csc_ops import (SYNTHESES, SYNTHESIS_CHOICES, FusedProxGrad, PowerIterationStep, code_shape, conv_gram,
                       fastest_synthesis, flipped_available, resolve_synthesis, synchronize, synthesis_operator)
-from .lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, FitConfig, FitResult, UnrolledConfig, activation_fn,
-                    empirical_rate, firm_threshold, fit_unrolled, hopfield_energy, iterate_errors, theorem_thresholds)
+from .lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, UnrolledConfig, activation_fn, empirical_rate, firm_threshold,
+                    hopfield_energy, iterate_errors, theorem_thresholds)
+from .conv_lista import ConvLISTACP
 from .sparse_coding import SparseCodingConv2d, SparseCodingLinear
 from .unfolded import UnfoldedCSCLayer
 
@@ -28,8 +30,8 @@ __all__ = ["SparseCodingConv2d", "SparseCodingLinear",
            "UnfoldedCSCLayer", "ResCSCBlock", "ResidualBlock", "MSDCSCBlock", "DenseBlock", "conv_operator_norm",
            "dilate_kernel",
            "ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
-           "theorem_thresholds", "iterate_errors", "empirical_rate", "FitConfig", "FitResult", "fit_unrolled",
-           "hopfield_energy",
+           "theorem_thresholds", "iterate_errors", "empirical_rate", "hopfield_energy",
+           "ConvLISTACP",
            "CSCLayer", "csc_code", "test_time_lam", "frozen_step_size", "unit_norm_atoms", "BACKWARDS", "ATOM_NORMS",
            "STEP_FACTOR", "convert", "SYNTHESES", "SYNTHESIS_CHOICES", "code_shape", "flipped_available",
            "synthesis_operator", "resolve_synthesis", "fastest_synthesis", "synchronize", "conv_gram", "FusedProxGrad",

@@ -17,7 +17,7 @@ soft threshold, ReLU with bias :math:`-\theta` (non-negative codes), hard thresh
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Real
 from typing import Sequence
 
@@ -27,13 +27,12 @@ import torch.nn as nn
 from ..core.dictionary import LinearDictionary
 from ..core.prox import hard_threshold, nonneg_soft_threshold, soft_threshold
 from ..core.validation import check_choice, check_number, check_threshold, nonneg_number, positive_int, positive_number
-from ..data.planted import PlantedCodes, planted_sparse_codes
 from ..solvers.engine import proximal_gradient
 from ..theory.bounds import generalized_coherence_weights
 
 __all__ = ["ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
            "theorem_thresholds", "iterate_errors", "empirical_rate",
-           "FitConfig", "FitResult", "fit_unrolled", "hopfield_energy"]
+           "hopfield_energy"]
 
 ACTIVATIONS = ("soft", "relu", "hard", "firm")
 
@@ -292,63 +291,6 @@ def empirical_rate(errors: torch.Tensor, floor: float = 1e-12) -> float:
     k, log_e = k[keep], errors.double()[keep].log()
     k_centered = k - k.mean()
     return float(-(k_centered * (log_e - log_e.mean())).sum() / k_centered.square().sum())
-
-
-@dataclass
-class FitConfig:
-    """Planted training data and optimizer settings for :func:`fit_unrolled` (seconds on a CPU)."""
-    sparsity: int = 3
-    n_train: int = 2048
-    steps: int = 300
-    batch_size: int = 256
-    lr: float = 1e-3
-    nonneg: bool = False
-    noise: float = 0.0
-    seed: int = 0
-
-
-@dataclass
-class FitResult:
-    """Training record: the data used and the loss after every optimizer step."""
-    train: PlantedCodes
-    losses: list[float] = field(default_factory=list)
-
-
-def fit_unrolled(model: _UnrolledSolver, config: FitConfig) -> FitResult:
-    r"""Train ``model`` on planted codes of its own dictionary with Adam on the layer-wise loss
-
-    .. math:: \mathcal L = \frac1K\sum_{k=1}^{K} \frac{1}{|\mathcal B|}\sum_{b \in \mathcal B}
-              \frac{\|z_k(x_b) - z_b^\star\|_2^2}{\|z_b^\star\|_2^2},
-
-    so every layer, not only the last, is pushed towards the code (chapter 10, ``eq-ch10-training-loss``).
-    Deterministic for a given ``config.seed``.
-    """
-    if not isinstance(model, _UnrolledSolver):
-        raise TypeError(f"model must be a LISTA, LISTACP or ALISTA, got {type(model).__name__}")
-    if not isinstance(config, FitConfig):
-        raise TypeError(f"config must be a FitConfig, got {type(config).__name__}")
-    for name in ("n_train", "steps", "batch_size"):
-        positive_int(getattr(config, name), name)
-    positive_number(config.lr, "lr")
-    if model.config.activation == "relu" and not config.nonneg:
-        raise ValueError("activation='relu' needs FitConfig(nonneg=True): a ReLU network only outputs codes >= 0")
-    dictionary = LinearDictionary(model.dictionary_weight)
-    train = planted_sparse_codes(dictionary, config.n_train, config.sparsity, nonneg=config.nonneg,
-                                 noise=config.noise, seed=config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    result = FitResult(train=train)
-    scale = train.z.square().sum(dim=1)
-    for _ in range(config.steps):
-        batch = torch.randint(0, config.n_train, (min(config.batch_size, config.n_train),), generator=generator)
-        batch = batch.to(train.x.device)
-        iterates = model(train.x[batch], return_iterates=True)[1:]                        # (K, B, m)
-        loss = ((iterates - train.z[batch]).square().sum(dim=2) / scale[batch]).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        result.losses.append(float(loss.detach()))
-    return result
 
 
 def hopfield_energy(query: torch.Tensor, patterns: torch.Tensor, beta: float) -> torch.Tensor:

@@ -120,8 +120,9 @@ def l1_activation_penalty(activations) -> torch.Tensor:
 
     .. math:: R_1(a^{(1)}, \dots, a^{(L)}) = \sum_{\ell} \frac{1}{|a^{(\ell)}|} \sum_i |a^{(\ell)}_i| .
 
-    Its proximal map on one non-negative unit is the bias shift ``relu(u - λ)`` (theorem
-    ``thm-ch11-single-unit``).
+    A strength :math:`\lambda` on this mean weighs one entry of a layer with :math:`n_\ell` entries per sample by
+    :math:`\lambda / n_\ell` against a loss averaged over samples, so its single-unit proximal map is the bias
+    shift ``relu(u - λ / n_ℓ)`` (theorem ``thm-ch11-single-unit`` with threshold :math:`\lambda / n_\ell`).
     """
     activations = _as_list(activations)
     return sum(a.abs().mean() for a in activations)
@@ -131,10 +132,11 @@ def hoyer_square_penalty(activations, eps: float = 1e-12) -> torch.Tensor:
     r"""DeepHoyer's Hoyer-square :cite:p:`yang2020deephoyer` on activations, per sample, normalised by size (``eq-ch11-hoyer-square``).
 
     .. math:: R_H(a^{(1)}, \dots, a^{(L)}) = \sum_\ell \frac{1}{B}\sum_{b=1}^{B}
-              \frac{1}{n_\ell}\,\frac{\|a^{(\ell)}_b\|_1^2}{\|a^{(\ell)}_b\|_2^2} \in \Big(0, L\Big],
+              \frac{1}{n_\ell}\,\frac{\|a^{(\ell)}_b\|_1^2}{\|a^{(\ell)}_b\|_2^2} \in [0, L],
 
-    scale-invariant in each sample (chapter 11, theorem ``thm-ch11-hoyer``). All-zero samples
-    contribute 0 (``eps`` guards the division).
+    scale-invariant in each sample (chapter 11, theorem ``thm-ch11-hoyer``). All-zero samples contribute 0
+    (``eps`` guards the division), while a sample with any non-zero entry contributes at least
+    :math:`1/n_\ell` per layer: the penalty jumps down when a sample's activations all vanish.
     """
     total = 0.0
     for a in _as_list(activations):
@@ -175,12 +177,14 @@ class ShiftedReLU(nn.Module):
 
 
 class TopKReLU(nn.Module):
-    r"""k-winners-take-all :cite:p:`makhzani2013ksparse`: keep the ``k`` largest of ``relu(u)`` per sample (``eq-ch11-topk``).
+    r"""k-winners-take-all: keep the ``k`` largest of ``relu(u)`` per sample (``eq-ch11-topk``), a variant of the
+    top-k of the k-sparse autoencoder :cite:p:`makhzani2013ksparse` (which keeps the k largest of a linear layer).
 
     .. math:: \operatorname{top}_k(u) = \argmin_{a \ge 0,\ \|a\|_0 \le k} \|a - u\|_2^2,
 
     with :math:`k = \lceil \text{fraction}\cdot n\rceil` of the :math:`n` entries of each sample (all
-    channels and positions). Ties at the k-th value keep every tied entry. Chapter 11.
+    channels and positions). The output equals this argmin when the k-th and (k+1)-th largest values of
+    ``relu(u)`` differ; a tie at the k-th value keeps every tied entry (then more than k non-zeros). Chapter 11.
     """
 
     def __init__(self, fraction: float):

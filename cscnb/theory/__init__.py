@@ -8,6 +8,8 @@ r"""Theory of sparse coding checked by the chapters: coherence bounds, brute for
 * :mod:`~cscnb.theory.stripe` — the stripe (:math:`\ell_{0,\infty}`) norm of convolutional codes, the local
   sparsity of convolutional sparse coding, and the exhaustive checks of its bounds on small convolutional
   dictionaries (chapters 6, 9 and 11);
+* :mod:`~cscnb.theory.rates` — stripe and noisy convergence rates of LISTA-CP, the deep chain, and the
+  convolutional generalized coherence (chapter 10);
 * :mod:`~cscnb.theory.symbolic` — SymPy helpers for the derivations (negative log-posteriors, proximal
   maps by cases, KKT cases; chapters 1, 2, 6, 11 and 12). Not imported here: SymPy is slow to
   load, so ``cscnb.theory.symbolic`` (or ``cscnb.symbolic``) loads it on first use.
@@ -21,6 +23,8 @@ from .bruteforce import exact_representations_bruteforce
 from .stripe import stripe_counts, stripe_norm
 from .stripe import (StripeGeometry, patch_norm, stripe_geometry, stripe_restricted_min_eigenvalue_bruteforce,
                      stripe_spark_bruteforce, stripe_supports)
+from .rates import (RateBlock, RateSchedule, conv_generalized_coherence, conv_generalized_coherence_weights,
+                    deep_rate_chain, noise_patch_norm, rate_schedule, window_counts)
 
 __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
            "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
@@ -28,4 +32,6 @@ __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_w
            "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
            "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts",
            "exact_representations_bruteforce", "patch_norm", "StripeGeometry", "stripe_geometry", "stripe_supports",
-           "stripe_restricted_min_eigenvalue_bruteforce", "stripe_spark_bruteforce"]
+           "stripe_restricted_min_eigenvalue_bruteforce", "stripe_spark_bruteforce",
+           "RateSchedule", "RateBlock", "rate_schedule", "deep_rate_chain", "conv_generalized_coherence",
+           "conv_generalized_coherence_weights", "window_counts", "noise_patch_norm"]

@@ -97,7 +97,7 @@ def generalized_coherence(W: torch.Tensor, D: torch.Tensor, *, rescale: bool = F
 
     .. math:: \tilde\mu(W, D) = \max_{i \ne j} |w_i^\top d_j| \quad\text{with}\quad w_i^\top d_i = 1,
 
-    the quantity that sets the linear rate of LISTA-CP (Chen et al. 2018; Liu et al. 2019).
+    the quantity that sets the linear rate of LISTA-CP in chapter 10 (the coupled weights of Chen et al. 2018).
     ``W`` and ``D`` have shape ``(n_features, n_atoms)``; column :math:`i` of ``W`` is :math:`w_i`.
     With ``W = D`` and unit-norm atoms it equals :func:`mutual_coherence`. The constraint
     :math:`w_i^\top d_i = 1` is checked to tolerance ``tol``; ``rescale=True`` divides each
@@ -181,8 +181,9 @@ def generalized_coherence_weights(D: torch.Tensor, *, method: str = "analytic") 
 def lista_cp_rate_constant(mu_tilde, s) -> float:
     r"""Linear-rate constant :math:`c = -\log\big((2s - 1)\tilde\mu\big)` of LISTA-CP.
 
-    Chen et al. (2018, Theorem 2): for codes with at most :math:`s` non-zeros and
-    :math:`(2s - 1)\tilde\mu < 1`, :math:`\|z^k - z^\ast\|_2 \le s B e^{-ck}`. Returns ``inf`` when
+    Chapter 10's theorem ``thm-ch10-linear-rate`` (our derivation, after the coupled weights of Chen et al. 2018):
+    for codes with at most :math:`s` non-zeros bounded by :math:`B` and :math:`(2s - 1)\tilde\mu < 1`, LISTA-CP with the
+    thresholds of ``eq-ch10-theorem-thresholds`` has :math:`\|z^k - z^\ast\|_2 \le s B e^{-ck}`. Returns ``inf`` when
     :math:`\tilde\mu = 0`; raises ``ValueError`` ("invalid sparsity level") when
     :math:`(2s - 1)\tilde\mu \ge 1`. Implements chapter 10, equation ``eq-lista-cp-rate``.
     """

@@ -5,6 +5,8 @@
 * :mod:`~cscnb.train.config` — :class:`TrainConfig` (every setting of a run, checked) and the
   command-line parser; :mod:`~cscnb.train.presets` — the named presets (the SDNet recipe and how each
   reproduction preset differs from it, :data:`PRESET_NOTES`);
+* :mod:`~cscnb.train.unrolled` — :func:`fit_unrolled`: unrolled solvers (LISTA-CP, ...) trained on planted
+  codes through :func:`fit` (chapter 10);
 * :mod:`~cscnb.train.data` — every dataset behind one batch interface, reproducible per ``(seed, epoch)``
   and across DDP processes;
 * :mod:`~cscnb.train.loop` — the run: one process or DDP, epochs, evaluation, atomic checkpoints, resume,
@@ -27,9 +29,10 @@ from .fit import FitResult, Penalty, SeedSummary, evaluate, fit, summarize
 from .loop import main, run_directory, select_device, train
 from .results import RunRecord, load_run, load_runs, load_steps
 from .step import TrainingFailed
+from .unrolled import fit_unrolled, unrolled_loss
 
 __all__ = ["fit", "evaluate", "summarize", "FitResult", "Penalty", "SeedSummary", "TrainConfig", "PRESETS",
            "PRESET_NOTES", "preset_config", "build_parser", "config_from_argv", "TrainData", "build_data",
            "epoch_generator", "train", "main", "select_device", "run_directory", "TrainingFailed",
            "save_checkpoint", "load_checkpoint", "atomic_torch_save", "rng_state", "set_rng_state", "RunRecord",
-           "load_run", "load_runs", "load_steps"]
+           "load_run", "load_runs", "load_steps", "fit_unrolled", "unrolled_loss"]
