@@ -23,7 +23,7 @@ def test_csc_layers_in_module_order():
 
 
 def test_sweep_equals_a_loop_over_test_time_lam_and_restores_lam(float64):
-    model = _two_csc_layers()
+    model = _two_csc_layers().eval()   # in training mode every call refreshes the layers' step-size estimate
     x = torch.randn(5, 1, 6, 6)
     score = lambda m: float(m(x).detach().sum())  # noqa: E731
     lams = [0.0, 0.3, 0.1]
