@@ -284,7 +284,8 @@ class ImageNetLoaders:
 def build_imagenet_loaders(data_dir, batch_size: int, workers: int, *, image_size: int = 224, resize: int = 256,
                            seed: int = 0, rank: int = 0, world: int = 1, eval_batch_size: int | None = None,
                            prefetch_factor: int = 4, pin_memory: bool = False, persistent_workers: bool = True,
-                           scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True) -> ImageNetLoaders:
+                           scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True,
+                           augment: bool = True) -> ImageNetLoaders:
     """The training and evaluation loaders of ``data_dir/{train,val}/<class>/*`` (the authors' ImageNet recipe).
 
     Args:
@@ -297,6 +298,7 @@ def build_imagenet_loaders(data_dir, batch_size: int, workers: int, *, image_siz
         prefetch_factor: batches each worker decodes ahead; persistent_workers: keep the workers between
             epochs; pin_memory: page-locked batches for asynchronous copies to a GPU.
         scale, ratio, flip: of the training crop (torchvision's documented defaults).
+        augment: ``False`` gives the training images the evaluation transform (still shuffled per epoch).
 
     Returns:
         :class:`ImageNetLoaders`; call ``loaders.set_epoch(e)`` before iterating ``loaders.train``.
@@ -307,10 +309,11 @@ def build_imagenet_loaders(data_dir, batch_size: int, workers: int, *, image_siz
         raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
     pin_memory, persistent_workers = check_bool(pin_memory, "pin_memory"), check_bool(persistent_workers,
                                                                                       "persistent_workers")
-    train_set = ImageFolder(data_dir, "train", transform=RandomResizedCropFlip(image_size, scale=scale, ratio=ratio,
-                                                                               flip=flip), seed=seed)
-    val_set = ImageFolder(data_dir, "val", transform=ResizeCenterCrop(resize, image_size),
-                          classes=train_set.classes, seed=seed)
+    evaluation = ResizeCenterCrop(resize, image_size)
+    training = RandomResizedCropFlip(image_size, scale=scale, ratio=ratio, flip=flip)
+    train_set = ImageFolder(data_dir, "train", transform=training if check_bool(augment, "augment") else evaluation,
+                            seed=seed)
+    val_set = ImageFolder(data_dir, "val", transform=evaluation, classes=train_set.classes, seed=seed)
     eval_batch = batch_size // world if eval_batch_size is None else positive_int(eval_batch_size, "eval_batch_size")
     train_sampler = EpochBatchSampler(len(train_set), batch_size, seed=seed, rank=rank, world=world, shuffle=True)
     val_sampler = EpochBatchSampler(len(val_set), eval_batch, seed=seed, rank=rank, world=world, shuffle=False)

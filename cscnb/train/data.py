@@ -10,6 +10,11 @@ Inputs are normalized per channel, either with statistics of the training part c
 :data:`cscnb.data.cifar.CIFAR_RECIPE_MEAN` / ``_STD`` for CIFAR, the usual ImageNet mean and std).
 With ``val_fraction > 0`` a seeded, stratified validation part is held out of the training set
 (:meth:`cscnb.data.split.Split.with_validation`) for model selection; the test set is only reported.
+
+ImageNet folders (:class:`FolderData`) go through the authors' data path,
+:func:`cscnb.data.imagenet.build_imagenet_loaders`: ``RandomResizedCrop`` + flip for training,
+``Resize`` + ``CenterCrop`` for evaluation, decoded by persistent DataLoader workers with the same
+per-epoch permutation and batch split, every crop seeded per image, so resuming stays exact there too.
 """
 from __future__ import annotations
 
@@ -87,56 +92,96 @@ class TrainData:
             yield self._prepare(x[start:start + batch_size], None, False), y[start:start + batch_size]
 
 
-class FolderData(TrainData):
-    """ImageNet folders: images decoded by DataLoader workers, cropped and normalized on the device."""
+class FolderData:
+    """ImageNet folders through the authors' data path (:func:`cscnb.data.imagenet.build_imagenet_loaders`).
 
-    def __init__(self, config: TrainConfig, device):
-        from ..data.imagenet import ImageFolder
-        resize = round(config.image_size * 8 / 7)
-        self.train_set = ImageFolder(config.data_dir, "train", resize=resize)
-        self.test_set = ImageFolder(config.data_dir, "val", resize=resize)
-        if self.test_set.classes != self.train_set.classes:  # else every later label would shift silently
-            missing = sorted(set(self.train_set.classes) ^ set(self.test_set.classes))
-            raise ValueError(f"data_dir {config.data_dir!r}: train/ and val/ have different class folders "
-                             f"(in one only: {missing[:5]}{' ...' if len(missing) > 5 else ''})")
-        self.workers, self.device = config.workers, device
-        # statistics from (up to) 512 training images drawn with the run's seed
-        if config.normalize == "recipe":
-            mean_std = tuple(tuple(255 * v for v in values) for values in (IMAGENET_MEAN, IMAGENET_STD))
-            probe = self.train_set[0][0][None]
-        else:  # statistics from (up to) 512 training images drawn with the run's seed
-            mean_std = None
-            sample = torch.randperm(len(self.train_set), generator=epoch_generator(config.seed, -1))[:512]
-            probe = torch.stack([self.train_set[int(i)][0] for i in sample])
-        super().__init__(probe, torch.zeros(len(self.train_set), dtype=torch.int64, device=device), probe[:0],
-                         torch.zeros(0), n_classes=len(self.train_set.classes), dtype=getattr(torch, config.dtype),
-                         augment=config.augment, seed=config.seed, crop_size=config.image_size, padding=0,
-                         mean_std=mean_std)
-        self.mean, self.std = self.mean.to(device), self.std.to(device)
+    The loaders are built once per run for the trainer's global batch, rank and world: training images
+    get ``RandomResizedCrop(image_size)`` + flip (``augment=False``: the evaluation transform), evaluation
+    images ``Resize(round(image_size·8/7))`` (256 for 224) + ``CenterCrop(image_size)``, every crop and flip
+    seeded by ``(seed, epoch, index)``, decoded by ``config.workers`` persistent workers per process (pinned
+    memory on CUDA). Batches arrive as uint8 and are normalized on the device: with the ImageNet mean/std
+    (``normalize="recipe"``) or with per-channel statistics of up to 512 training images drawn with the
+    run's seed, under the evaluation transform (``"computed"``). Same interface as :class:`TrainData`.
+    """
 
-    def _loader(self, dataset, indices, batch_size):
+    in_channels, dim, has_validation = 3, 2, False
+
+    def __init__(self, config: TrainConfig, device, rank: int = 0, world: int = 1):
+        from ..data.imagenet import build_imagenet_loaders
+        self.device, self.dtype, self.seed = torch.device(device), getattr(torch, config.dtype), config.seed
+        self.workers, self.augment, self.crop_size = config.workers, config.augment, config.image_size
+        self.batch_size, self.rank, self.world = config.batch_size, rank, world
+        self.eval_batch_size = max(config.batch_size, 256)  # what cscnb.train.step.evaluate asks for
+        self.loaders = build_imagenet_loaders(
+            config.data_dir, config.batch_size, config.workers, image_size=config.image_size,
+            resize=round(config.image_size * 8 / 7), seed=config.seed, rank=rank, world=world,
+            eval_batch_size=self.eval_batch_size, pin_memory=self.device.type == "cuda", augment=config.augment)
+        self.n_classes = len(self.loaders.classes)
+        self.n_train = len(self.loaders.train.dataset)
+        if config.normalize == "recipe":  # the recipe's constants are for pixels in [0, 1]; ours are 0..255
+            mean, std = (torch.tensor([255 * v for v in values], dtype=torch.float64)
+                         for values in (IMAGENET_MEAN, IMAGENET_STD))
+        elif config.normalize == "computed":
+            mean, std = self._computed_statistics()
+        else:
+            raise ValueError(f"normalize must be 'recipe' or 'computed' for ImageNet, got {config.normalize!r}")
+        self.mean, self.std = (v.to(self.dtype).view(1, 3, 1, 1).to(self.device) for v in (mean, std))
+
+    def _computed_statistics(self) -> tuple:
+        """Per-channel mean and std (float64) of up to 512 training images under the evaluation transform."""
+        from PIL import Image
+        samples, transform = self.loaders.train.dataset.samples, self.loaders.val.dataset.transform
+        chosen = torch.randperm(len(samples), generator=epoch_generator(self.seed, -1))[:512].tolist()
+        images = []
+        for index in chosen:
+            with Image.open(samples[index][0]) as image:
+                images.append(transform(image.convert("RGB")))
+        pixels = torch.stack(images).to(torch.float64).transpose(0, 1).reshape(3, -1)
+        return pixels.mean(dim=1), pixels.std(dim=1).clamp_min(1e-12)
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.n_train // batch_size
+
+    def _loader(self, train: bool, batch_size: int, rank: int, world: int):
+        """The run's persistent loader when built for these arguments, else a one-off one on the same images."""
         from torch.utils.data import DataLoader
-        return DataLoader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size=batch_size,
-                          num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=False)
 
-    def train_batches(self, epoch, batch_size, rank=0, world=1, start_step=0):
+        from ..data.imagenet import EpochBatchSampler
+        loader = self.loaders.train if train else self.loaders.val
+        built = self.batch_size if train else self.eval_batch_size
+        if (batch_size, rank, world) == (built, self.rank, self.world):
+            return loader, (self.loaders.train_sampler if train else loader.batch_sampler)
+        sampler = EpochBatchSampler(len(loader.dataset), batch_size, seed=self.seed, rank=rank, world=world,
+                                    shuffle=train)
+        return DataLoader(loader.dataset, batch_sampler=sampler, num_workers=self.workers,
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory), sampler
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(self.device, non_blocking=True).to(self.dtype) - self.mean) / self.std
+
+    def train_batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1, start_step: int = 0):
+        """Yield this rank's ``(x, y)`` share of every global batch of ``epoch`` from step ``start_step`` on."""
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
-        perm = torch.randperm(self.n_train, generator=epoch_generator(self.seed, epoch))
-        share, steps = batch_size // world, self.steps_per_epoch(batch_size)
-        mine = perm[:steps * batch_size].view(steps, world, share)[start_step:, rank].reshape(-1)
-        augment_generator = epoch_generator(self.seed, epoch, rank + 1, device=self.device)
-        for x, y in self._loader(self.train_set, mine, share):
-            yield self._prepare(x.to(self.device, non_blocking=True), augment_generator, True), y.to(self.device)
+        loader, sampler = self._loader(True, batch_size, rank, world)
+        sampler.set_epoch(epoch, start_step)
+        for x, y in loader:
+            yield self._prepare(x), y.to(self.device, non_blocking=True)
 
-    def test_batches(self, batch_size, rank=0, world=1, split="test"):
-        mine = torch.arange(rank, len(self.test_set), world)
-        for x, y in self._loader(self.test_set, mine, batch_size):
-            yield self._prepare(x.to(self.device, non_blocking=True), None, False), y.to(self.device)
+    def test_batches(self, batch_size: int, rank: int = 0, world: int = 1, split: str = "test"):
+        """This rank's ``(x, y)`` batches of the ``val/`` folder (the test set here), samples ``r, r+W, …``."""
+        if split != "test":
+            raise ValueError(f"split {split!r}: the ImageNet folders have no validation carve; use split='test'")
+        loader, _ = self._loader(False, batch_size, rank, world)
+        for x, y in loader:
+            yield self._prepare(x), y.to(self.device, non_blocking=True)
 
 
-def build_data(config: TrainConfig, device) -> TrainData:
-    """The dataset of ``config`` on ``device`` (with its validation part when ``config.val_fraction > 0``)."""
+def build_data(config: TrainConfig, device, rank: int = 0, world: int = 1) -> TrainData | FolderData:
+    """The dataset of ``config`` on ``device`` (with its validation part when ``config.val_fraction > 0``).
+
+    ``rank`` and ``world`` (this process and the number of DDP processes) size the ImageNet loaders.
+    """
     dtype = getattr(torch, config.dtype)
     if config.dataset == "digits":
         from ..data.digits import load_digits
@@ -156,7 +201,7 @@ def build_data(config: TrainConfig, device) -> TrainData:
             mean_std = tuple(tuple(255 * v for v in values) for values in (CIFAR_RECIPE_MEAN, CIFAR_RECIPE_STD))
         augment = config.augment
     else:
-        return FolderData(config, device)
+        return FolderData(config, device, rank, world)
     return TrainData(split.x_train, split.y_train, split.x_test, split.y_test, n_classes=split.num_classes,
                      dtype=dtype, augment=augment, seed=config.seed, x_val=split.x_val, y_val=split.y_val,
                      mean_std=mean_std)

@@ -206,7 +206,7 @@ def _train(config: TrainConfig, rank: int, world: int, device: torch.device) -> 
         torch.backends.cudnn.benchmark = config.cudnn_benchmark
     _seed_everything(config.seed)
     # data and model first: a missing data folder or a bad model choice must not leave a run folder behind
-    data = build_data(config, device)
+    data = build_data(config, device, rank, world)
     steps_per_epoch = data.steps_per_epoch(config.batch_size)
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {data.n_train} training samples")

@@ -66,8 +66,9 @@ _MATCHES_CIFAR = (
     "constants, although the std (0.2023, 0.1994, 0.2010) is not the per-channel std of the images, about "
     "(0.247, 0.243, 0.262): the CSC problem is not scale-invariant, so λ = 0.1 means the authors' λ only on "
     "their input scale; normalize='computed' would make it ≈ 0.12 on their scale), ")
-_MATCHES_IMAGENET = ("Matches the authors' optimizer, step schedule (per epoch), epochs, batch, evaluation "
-                     "transform, input normalization (ImageNet mean and std), ")
+_MATCHES_IMAGENET = ("Matches the authors' optimizer, step schedule (per epoch), epochs, batch, training "
+                     "augmentation (RandomResizedCrop(224) + flip), evaluation transform (Resize 256, "
+                     "CenterCrop 224), input normalization (ImageNet mean and std), ")
 _SHARED = (
     "the CSC layer (λ 0.1, μ 0, non-negative, 2 iterations, atoms projected in place, step 0.9/L, ≤ 50 warm "
     "power iterations before every training step) and the stem (CSC → BatchNorm, no ReLU).\n"
@@ -85,10 +86,11 @@ _SHARED = (
 _CIFAR_NOTE = "Global batch 128 on one GPU (the authors'); on N GPUs 128/N per GPU.\n" + _MATCHES_CIFAR + _SHARED
 _IMAGENET_NOTE = (
     "Global batch {batch} on one GPU (the authors'); on N GPUs {batch}/N per GPU.\n" + _MATCHES_IMAGENET + _SHARED +
-    "\nImageNet also differs: training crops are random 224×224 windows of the central 256×256 square of "
-    "each image (shorter side resized to 256) plus flip, not RandomResizedCrop(224) over the whole image "
-    "(which samples scale and aspect ratio; the loader here decodes a fixed square per image). Evaluation "
-    "(Resize 256, CenterCrop 224) matches.")
+    "\nImageNet data: cscnb.data.imagenet.build_imagenet_loaders, our Pillow implementation of torchvision's "
+    "documented RandomResizedCrop(224) + flip and Resize(256) + CenterCrop(224) (torchvision is not "
+    "installed here); every crop and flip is seeded by (seed, epoch, image), so batches do not depend on "
+    "the number of workers or processes and a resumed run sees the same images. 16 workers per process, "
+    "as in the recipe (--workers).")
 
 PRESET_NOTES: dict = {
     "smoke": "Ours: the smallest run of the training system (plain CNN without batch norm, 8×8 digits, CPU).",
