@@ -4,7 +4,8 @@ import torch
 import torch.nn as nn
 
 from cscnb.nn.csc_layer import CSCLayer, test_time_lam
-from cscnb.robustness import csc_layers, lam_sweep, recalibrate_batchnorm, select_lam
+from cscnb.robustness import csc_layers, lam_sweep, select_lam
+from cscnb.robustness.sweeps import recalibrate_batchnorm
 
 
 def _two_csc_layers():

@@ -8,8 +8,8 @@
 from .attacks import fgsm, pgd, project_to_ball, steepest_ascent_direction
 from .corruptions import (CIFAR10C_PARAMETERS, CORRUPTIONS, corrupt, corruption_parameter, gaussian_noise,
                           impulse_noise, shot_noise, speckle_noise)
-from .sweeps import csc_layers, lam_sweep, recalibrate_batchnorm, select_lam
+from .sweeps import csc_layers, lam_sweep, select_lam
 
 __all__ = ["CIFAR10C_PARAMETERS", "CORRUPTIONS", "corruption_parameter", "corrupt", "gaussian_noise", "shot_noise",
            "impulse_noise", "speckle_noise", "fgsm", "pgd", "steepest_ascent_direction", "project_to_ball"]
-__all__ += ["csc_layers", "lam_sweep", "select_lam", "recalibrate_batchnorm"]
+__all__ += ["csc_layers", "lam_sweep", "select_lam"]
