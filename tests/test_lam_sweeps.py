@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from cscnb.nn.csc_layer import CSCLayer, test_time_lam
 from cscnb.robustness import csc_layers, lam_sweep, select_lam
+from cscnb.robustness.sweeps import recalibrate_batchnorm
 
 
 def _two_csc_layers():
@@ -62,6 +63,60 @@ def test_select_lam_best_score_and_ties():
     assert select_lam([0.1, 0.2, 0.4], [1.0, 0.7, 0.9], metric="loss") == 0.2
 
 
+def test_select_lam_refuses_non_finite_scores():
+    # a NaN first score used to win (comparisons with NaN are false both ways): now an error naming the argument
+    for scores in ([float("nan"), 0.5, 0.4], [0.5, float("inf"), 0.4], [0.5, 0.4, float("-inf")]):
+        for metric in ("accuracy", "loss"):
+            with pytest.raises(ValueError, match="scores must be finite"):
+                select_lam([0.1, 0.2, 0.3], scores, metric=metric)
+    with pytest.raises(TypeError, match="scores"):
+        select_lam([0.1, 0.2], ["0.5", 0.4])
+    with pytest.raises(TypeError, match="scores"):
+        select_lam([0.1, 0.2], 0.5)
+    assert select_lam([0.1, 0.2], [torch.tensor(0.3), 0.5]) == 0.2
+
+
+def _csc_bn_net():
+    torch.manual_seed(1)
+    return nn.Sequential(CSCLayer(1, 4, 3, padding=1, n_iter=2, lam=0.1), nn.BatchNorm2d(4),
+                         nn.Conv2d(4, 2, 3), nn.BatchNorm2d(2), nn.Flatten())
+
+
+def test_recalibrate_batchnorm_statistics_are_those_of_the_inputs(float64):
+    model = _csc_bn_net()
+    x = torch.randn(7, 1, 6, 6)
+    recalibrate_batchnorm(model, x)
+    assert not model.training and model[1].momentum == 0.1
+    with torch.no_grad():
+        first = model[0](x)                                        # what the first BatchNorm sees
+        torch.testing.assert_close(model[1].running_mean, first.mean(dim=(0, 2, 3)))
+        torch.testing.assert_close(model[1].running_var, first.var(dim=(0, 2, 3), unbiased=True))
+        # the second BatchNorm sees the first one's output normalised with the batch statistics (training mode)
+        batch = (first - first.mean(dim=(0, 2, 3), keepdim=True)) / torch.sqrt(
+            first.var(dim=(0, 2, 3), unbiased=False, keepdim=True) + model[1].eps)
+        second = model[2](batch * model[1].weight[:, None, None] + model[1].bias[:, None, None])
+        torch.testing.assert_close(model[3].running_mean, second.mean(dim=(0, 2, 3)))
+        torch.testing.assert_close(model[3].running_var, second.var(dim=(0, 2, 3), unbiased=True))
+
+
+def test_sweep_with_recalibration_uses_the_statistics_at_each_lam_and_leaves_the_model_alone(float64):
+    model = _csc_bn_net().eval()
+    x = torch.randn(6, 1, 6, 6)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    seen = []
+    lam_sweep(model, lambda m: seen.append((float(m[0].lam), m[1].running_mean.clone())) or 0.0, [0.0, 0.4],
+              recalibrate_on=x)
+    for lam, running_mean in seen:
+        with torch.no_grad(), test_time_lam(model, lam):
+            torch.testing.assert_close(running_mean, model[0](x).mean(dim=(0, 2, 3)))
+    assert not torch.allclose(seen[0][1], seen[1][1])                # a larger lambda moves the statistics
+    for key, value in model.state_dict().items():                     # the model itself is unchanged
+        torch.testing.assert_close(value, before[key], rtol=0, atol=0)
+    # without recalibration the trained statistics are used: the default path is the one tested above
+    plain = lam_sweep(model, lambda m: float(m[1].running_mean.sum()), [0.0, 0.4])
+    assert plain[0] == plain[1] == float(before["1.running_mean"].sum())
+
+
 @pytest.mark.parametrize("call, error, match", [
     (lambda m: lam_sweep(m, lambda _: 0.0, []), ValueError, "lams"),
     (lambda m: lam_sweep(m, lambda _: 0.0, [-0.1]), ValueError, "lams"),
@@ -71,6 +126,14 @@ def test_select_lam_best_score_and_ties():
     (lambda m: lam_sweep(nn.Linear(2, 2), lambda _: 0.0, [0.1]), ValueError, "CSCLayer"),
     (lambda m: select_lam([0.1, 0.2], [0.5]), ValueError, "scores"),
     (lambda m: select_lam([0.1], [0.5], metric="auc"), ValueError, "metric"),
+    (lambda m: lam_sweep(m, lambda _: 0.0, [0.1], recalibrate_on=[1.0, 2.0]), TypeError, "recalibrate_on"),
+    (lambda m: lam_sweep(m, lambda _: 0.0, [0.1], recalibrate_on=torch.randn(1, 1, 6, 6)), ValueError,
+     "recalibrate_on"),
+    (lambda m: lam_sweep(m, lambda _: 0.0, [0.1], recalibrate_on=torch.randn(4, 1, 6, 6)), ValueError,
+     "BatchNorm"),
+    (lambda m: recalibrate_batchnorm(m, torch.randn(4, 1, 6, 6)), ValueError, "BatchNorm"),
+    (lambda m: recalibrate_batchnorm("net", torch.randn(4, 1, 6, 6)), TypeError, "model"),
+    (lambda m: recalibrate_batchnorm(_csc_bn_net(), "x"), TypeError, "inputs"),
 ])
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
