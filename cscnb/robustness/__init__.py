@@ -21,5 +21,6 @@ from .sweeps import csc_layers, lam_sweep, recalibrate_batchnorm, select_lam
 
 __all__ = ["CIFAR10C_PARAMETERS", "CORRUPTIONS", "corruption_parameter", "corrupt", "gaussian_noise", "shot_noise",
            "impulse_noise", "speckle_noise", "fgsm", "pgd", "steepest_ascent_direction", "project_to_ball"]
-__all__ += ["csc_layers", "lam_sweep", "select_lam", "recalibrate_batchnorm", "SDNET_LAMS", "SDNET_NOISE_LEVELS", "SDNET_NOISES", "sdnet_noise"]
+__all__ += ["csc_layers", "lam_sweep", "select_lam", "recalibrate_batchnorm",
+            "SDNET_LAMS", "SDNET_NOISE_LEVELS", "SDNET_NOISES", "sdnet_noise"]
 __all__ += ["CODE_METHODS", "TRAINING_VARIANTS", "code_problem", "code_sets", "code_sweep", "train_variant"]
