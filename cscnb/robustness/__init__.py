@@ -1,7 +1,8 @@
 """Robustness experiments: the sparse prior (chapter 5), corruptions and attacks (chapter 13), test-time λ at
 paper scale (chapter 14).
 
-* :mod:`~cscnb.robustness.sparse_prior` — chapter 5: codes and trained networks that keep the sparse prior, under noise;
+* :mod:`~cscnb.robustness.sparse_prior` — codes and trained networks that keep the sparse prior, under noise
+  (chapter 5);
 * :mod:`~cscnb.robustness.corruptions` — Gaussian, shot, impulse and speckle noise at the five CIFAR-10-C
   severities;
 * :mod:`~cscnb.robustness.attacks` — FGSM and PGD in the :math:`\\ell_\\infty` and :math:`\\ell_2` balls;
