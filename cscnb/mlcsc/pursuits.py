@@ -40,17 +40,15 @@ def layered_thresholding(dictionaries: Sequence[Dictionary], x: torch.Tensor, th
     convolutions with bias :math:`-\beta_i`, each followed by ReLU. Implements chapter 6,
     equation ``eq-ch6-layered-thresholding`` (theorem ``thm-ch6-cnn-forward``).
 
-    Parameters
-    ----------
-    dictionaries : list of ``LinearDictionary``/``ConvDictionary`` :math:`[D_1,\dots,D_L]`
-    x : signal batch for :math:`D_1`
-    thresholds : list of :math:`L` non-negative thresholds :math:`\beta_i`, each a number or a
-        per-atom tensor of shape ``(n_atoms_i,)`` (tensors keep their autograd graph)
-    nonneg : ReLU with bias (default) or the two-sided soft threshold
+    Args:
+        dictionaries: list of ``LinearDictionary``/``ConvDictionary`` :math:`[D_1,\dots,D_L]`
+        x: signal batch for :math:`D_1`
+        thresholds: list of :math:`L` non-negative thresholds :math:`\beta_i`, each a number or a
+            per-atom tensor of shape ``(n_atoms_i,)`` (tensors keep their autograd graph)
+        nonneg: ReLU with bias (default) or the two-sided soft threshold
 
-    Returns
-    -------
-    list of the :math:`L` codes :math:`[\hat\Gamma_1,\dots,\hat\Gamma_L]`.
+    Returns:
+        list of the :math:`L` codes :math:`[\hat\Gamma_1,\dots,\hat\Gamma_L]`.
     """
     dictionaries = check_dictionaries(dictionaries)
     check_signal(dictionaries, x)

@@ -209,7 +209,7 @@ def code_sweep(seed: int, lams, cs, sigmas, *, n_steps: int = 10) -> list:
 # trained networks
 
 #: name → (n_iter, kind): "cnn-free" / "cnn-nonpositive" are the plain CNN of the chapter-4 network with
-#: free or projected biases; "hsc" is the network itself (θ = |ρ| ≥ 0); "hsc-admissible" adds the
+#: free or projected biases; "hsc" is the network itself (:math:`\theta = |\rho| \ge 0`); "hsc-admissible" adds the
 #: projection that keeps every step an admissible ISTA step
 TRAINING_VARIANTS = {
     "CNN, free biases": (1, "cnn-free"),

@@ -126,7 +126,7 @@ class FourierConvOperator:
         return torch.fft.irfftn(t, s=self.signal_size, dim=self.dims)
 
     def synthesize_spectrum(self, code_spectrum: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
-        """(B, M, *freq) → (B, C, *freq): the spectrum of D z.
+        """``(B, M, *freq)`` → ``(B, C, *freq)``: the spectrum of D z.
 
         ``overwrite``: with one channel, ``code_spectrum``'s memory may be used (no autograd).
         """
@@ -137,7 +137,7 @@ class FourierConvOperator:
                            dim=1)
 
     def analyze_spectrum(self, signal_spectrum: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, C, *freq) → (B, M, *freq): the spectrum of Dᵀ x (written into ``out`` if given)."""
+        """``(B, C, *freq)`` → ``(B, M, *freq)``: the spectrum of Dᵀ x (written into ``out`` if given)."""
         out = torch.mul(self.spectra[:, 0].conj(), signal_spectrum[:, :1], out=out)
         for c in range(1, self.in_channels):
             out.addcmul_(self.spectra[:, c].conj(), signal_spectrum[:, c:c + 1])

@@ -214,34 +214,33 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     fastest path here for large convolutional problems. It returns the split's sparse variable and
     stops when it moves less than ``tol`` (relative) and the split residual is below ``tol``.
 
-    Parameters
-    ----------
-    dictionary : LinearDictionary or ConvDictionary
-    x : signals, ``(B, n_features)`` or ``(B, C, *spatial)`` matching the dictionary
-    lam : scalar, per-atom tensor ``(n_atoms,)``, or a tensor with the code's number of dimensions
-    nonneg : constrain :math:`z \ge 0` (chapter 2: the prox becomes ReLU with bias :math:`-\lambda/L`)
-    mu : elastic-net weight :math:`\mu \ge 0`
-    n_iter : iteration cap (default 1000); with ``n_iter`` set and a tolerance reached earlier, stops early
-    tol : stop when :math:`\max_b \|z_k - z_{k-1}\| / \|z_{k-1}\| <` ``tol`` (``"fista_restart"``: each
-        sample stops on its own relative change, checked every 5 iterations)
-    z0 : warm start (default zeros)
-    history : record the per-iteration objective, relative change and step (``"ista"``/``"fista"``)
-    polish : ``"fista_restart"`` with a ``LinearDictionary`` only: solve the optimality system exactly
-        on each sample's identified support and keep the result when the full optimality
-        conditions hold (chapter 2, ``eq-kkt``). From ``z0 = 0`` a working-set pass runs first (a few
-        coordinate-descent sweeps on each sample's most correlated atoms, then exact solves on the
-        growing support, each result kept only if it passes the same full check); samples it does not
-        finish continue with FISTA from its guess. ``n_iter`` counts FISTA iterations only, so it is
-        0 when the pass finished every sample
-    iterate_dtype : with ``polish``, the dtype of the support-identifying iterations (e.g.
-        ``torch.float32`` for a float64 problem); polished codes are computed and checked in ``x``'s
-        dtype, and samples not polished continue in ``x``'s dtype. On the Fourier path (no polish
-        needed): iterate in this dtype, then continue in ``x``'s dtype until ``tol``
-    domain : ``"fista_restart"`` only: ``"auto"`` (the rule above), ``"spatial"`` (convolutions) or
-        ``"fourier"`` (FFTs; a ``ValueError`` if the dictionary is not circular, stride 1, "same" size)
-
     The iterations are plain autograd operations, so gradients flow to ``x``, ``lam`` and the
     dictionary weight (the step :math:`1/L` is treated as a constant).
+
+    Args:
+        dictionary: a ``LinearDictionary`` or a ``ConvDictionary``
+        x: signals, ``(B, n_features)`` or ``(B, C, *spatial)`` matching the dictionary
+        lam: scalar, per-atom tensor ``(n_atoms,)``, or a tensor with the code's number of dimensions
+        nonneg: constrain :math:`z \ge 0` (chapter 2: the prox becomes ReLU with bias :math:`-\lambda/L`)
+        mu: elastic-net weight :math:`\mu \ge 0`
+        n_iter: iteration cap (default 1000); with ``n_iter`` set and a tolerance reached earlier, stops early
+        tol: stop when :math:`\max_b \|z_k - z_{k-1}\| / \|z_{k-1}\| <` ``tol`` (``"fista_restart"``: each
+            sample stops on its own relative change, checked every 5 iterations)
+        z0: warm start (default zeros)
+        history: record the per-iteration objective, relative change and step (``"ista"``/``"fista"``)
+        polish: ``"fista_restart"`` with a ``LinearDictionary`` only: solve the optimality system exactly
+            on each sample's identified support and keep the result when the full optimality
+            conditions hold (chapter 2, ``eq-kkt``). From ``z0 = 0`` a working-set pass runs first (a few
+            coordinate-descent sweeps on each sample's most correlated atoms, then exact solves on the
+            growing support, each result kept only if it passes the same full check); samples it does not
+            finish continue with FISTA from its guess. ``n_iter`` counts FISTA iterations only, so it is
+            0 when the pass finished every sample
+        iterate_dtype: with ``polish``, the dtype of the support-identifying iterations (e.g.
+            ``torch.float32`` for a float64 problem); polished codes are computed and checked in ``x``'s
+            dtype, and samples not polished continue in ``x``'s dtype. On the Fourier path (no polish
+            needed): iterate in this dtype, then continue in ``x``'s dtype until ``tol``
+        domain: ``"fista_restart"`` only: ``"auto"`` (the rule above), ``"spatial"`` (convolutions) or
+            ``"fourier"`` (FFTs; a ``ValueError`` if the dictionary is not circular, stride 1, "same" size)
     """
     _check_iteration_args(method, n_iter, tol)
     lam_t, mu, code_shape = _check_inputs(dictionary, x, lam, mu, z0)

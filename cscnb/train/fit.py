@@ -34,7 +34,7 @@ METRICS = ("accuracy", "loss")
 
 
 class Penalty(Protocol):
-    """What :func:`fit` needs of a penalty :math:`\\lambda_t R_\\theta` (e.g. :class:`cscnb.nn.ActivationPenalty`)."""
+    """What :func:`fit` needs of a penalty :math:`\\lambda_t R_\\theta` (e.g. :class:`cscnb.nn.sparsity.ActivationPenalty`)."""
 
     def collect(self, model: nn.Module):
         """A context manager active during the forward pass, recording what :meth:`term` needs."""
