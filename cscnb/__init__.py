@@ -41,7 +41,7 @@ _EXPORTS = {
                     ".core.dictionary"),
     **dict.fromkeys(["elastic_net_prox", "hard_threshold", "nonneg_soft_threshold", "soft_threshold"], ".core.prox"),
     **dict.fromkeys(["SolveHistory", "SolveResult", "kkt_residual", "objective", "solve"],
-                    ".solvers.proximal_gradient"),
+                    ".solvers.lasso"),
     **dict.fromkeys(["load_digits"], ".data.digits"),
     **dict.fromkeys(["Split"], ".data.split"),
     **dict.fromkeys(["load_mnist1d"], ".data.mnist1d"),

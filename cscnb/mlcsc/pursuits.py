@@ -15,7 +15,7 @@ import torch
 
 from ..core.dictionary import Dictionary
 from ..core.prox import nonneg_soft_threshold, soft_threshold
-from ..solvers.proximal_gradient import solve
+from ..solvers.lasso import solve
 from .chain import check_dictionaries, check_lams, check_signal, per_layer
 
 __all__ = ["layered_thresholding", "layered_basis_pursuit"]

@@ -26,7 +26,7 @@ import torch
 from ..core.dictionary import LinearDictionary
 from ..core.validation import check_choice, nonneg_int, positive_int, positive_number
 from ..data.digits import load_digits
-from ..solvers.proximal_gradient import kkt_residual, solve
+from ..solvers.lasso import kkt_residual, solve
 
 __all__ = ["CODE_METHODS", "KKT_TOL", "CodeProblem", "code_problem", "certified_codes", "digit_codes", "code_sets",
            "classify_codes", "code_errors", "code_sweep", "TRAINING_VARIANTS", "build_variant", "train_variant"]

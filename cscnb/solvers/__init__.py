@@ -4,7 +4,7 @@
   FISTA, adaptive restart; step map; monitor; in place or differentiable), the FISTA step and momentum
   sequence, the restart test; used by :func:`solve`, the CSC layer, ML-FISTA, the unfolded blocks and
   LISTA (chapters 5, 6, 7, 8, 10 and 12);
-* :mod:`~cscnb.solvers.proximal_gradient` — :func:`solve` (ISTA, FISTA and the fast methods below behind one
+* :mod:`~cscnb.solvers.lasso` — :func:`solve` (ISTA, FISTA and the fast methods below behind one
   call), the objective and the KKT residual (chapters 1–10, 12–14; ISTA/FISTA and their rates in chapter 5);
 * :mod:`~cscnb.solvers.restart` — restarted FISTA with batch shrinking, a working-set pass and an exact
   support polish (``method="fista_restart"``);
@@ -16,7 +16,7 @@ from .admm import fourier_admm
 from .engine import (MOMENTA, extrapolate, fista_momentum, fista_step, fista_steps, forward_backward, gradient_restart,
                      proximal_gradient)
 from .fourier import DOMAINS, FourierConvOperator, fourier_applicable, fourier_fista, prefer_fourier, use_fourier
-from .proximal_gradient import METHODS, SolveHistory, SolveResult, kkt_residual, objective, solve
+from .lasso import METHODS, SolveHistory, SolveResult, kkt_residual, objective, solve
 from .restart import restarted_fista
 
 __all__ = ["solve", "objective", "kkt_residual", "SolveResult", "SolveHistory", "METHODS", "DOMAINS",
