@@ -102,6 +102,8 @@ def test_recalibrate_batchnorm_statistics_are_those_of_the_inputs(float64):
 def test_sweep_with_recalibration_uses_the_statistics_at_each_lam_and_leaves_the_model_alone(float64):
     model = _csc_bn_net().eval()
     x = torch.randn(6, 1, 6, 6)
+    with torch.no_grad():
+        model(x)   # the CSC layer creates its step-size state on its first call
     before = {k: v.clone() for k, v in model.state_dict().items()}
     seen = []
     lam_sweep(model, lambda m: seen.append((float(m[0].lam), m[1].running_mean.clone())) or 0.0, [0.0, 0.4],
