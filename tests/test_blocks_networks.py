@@ -166,7 +166,7 @@ def test_fit_trains_a_res_csc_net_on_a_separable_toy_problem():
     y = torch.randint(0, 2, (128,), generator=g)
     x = torch.randn(128, 1, 16, generator=g) * 0.1 + (2 * y.float() - 1).view(-1, 1, 1)
     torch.manual_seed(0)
-    net = ResCSCNet(NetworkConfig(dim=1, width=4, n_blocks=1, n_classes=2))
+    net = ResCSCNet(NetworkConfig(dim=1, width=4, n_blocks=1, num_classes=2))
     losses = fit(net, x, y, epochs=5, seed=0).train_loss
     assert losses[-1] < losses[0] and evaluate(net, x, y) > 0.9
 

@@ -79,6 +79,9 @@ def test_thresholds_and_dtypes():
         v.check_threshold(math.inf, "t")
     with pytest.raises(TypeError, match="t must be a number or a torch.Tensor, got bool"):
         v.check_threshold(True, "t")
+    for tensor in (torch.tensor([True]), torch.tensor([1, 2])):
+        with pytest.raises(TypeError, match="t must be a floating-point tensor"):
+            v.check_threshold(tensor, "t")
     assert v.check_float_dtype(torch.float32) is torch.float32
     with pytest.raises(TypeError, match="dtype must be a floating-point torch.dtype"):
         v.check_float_dtype(torch.int64)

@@ -167,6 +167,8 @@ def conv2d_geometry(in_channels, out_channels, kernel_size, stride=1, padding=0,
 def check_threshold(t, name: str = "t") -> None:
     """A threshold: a finite non-negative number, or a tensor of them (any shape that broadcasts)."""
     if isinstance(t, torch.Tensor):
+        if not t.dtype.is_floating_point:   # a bool or integer threshold is almost always a mistake
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
         if not torch.isfinite(t).all():
             raise ValueError(f"{name} must be finite, got a tensor containing NaN or Inf")
         if (t < 0).any():

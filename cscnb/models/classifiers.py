@@ -33,7 +33,7 @@ __all__ = ["NetworkConfig", "MLCSCNet", "ResCSCNet", "MSDCSCNet", "PlainCNN", "R
 class NetworkConfig:
     """Shape and unfolding settings shared by every network in this module."""
     in_channels: int = 1          # 1 for MNIST-1D and digits, 3 for CIFAR
-    n_classes: int = 10           # outputs of the linear classifier
+    num_classes: int = 10           # outputs of the linear classifier
     dim: int = 1                  # 1: signals (B, C, L); 2: images (B, C, H, W)
     width: int = 16               # channels of the stem and of every stage's input and output
     n_blocks: int = 2             # stages after the stem
@@ -46,7 +46,7 @@ class NetworkConfig:
     pool_size: int = 4            # positions per spatial axis kept by the average pooling
 
     def __post_init__(self):
-        for name in ("in_channels", "n_classes", "width", "n_blocks", "kernel_size", "growth", "pool_size"):
+        for name in ("in_channels", "num_classes", "width", "n_blocks", "kernel_size", "growth", "pool_size"):
             positive_int(getattr(self, name), name)
         check_int(self.dim, "dim", minimum=1, maximum=2, expected="1 (signals) or 2 (images)")
         if self.kernel_size % 2 == 0:
@@ -72,7 +72,7 @@ class _Classifier(nn.Module):
         k = config.kernel_size
         self.stem = conv(config.in_channels, config.width, k, padding=k // 2)
         self.stages = nn.ModuleList()
-        self.classifier = nn.Linear(config.width * config.pool_size ** config.dim, config.n_classes)
+        self.classifier = nn.Linear(config.width * config.pool_size ** config.dim, config.num_classes)
 
     def _transition(self, in_channels: int) -> nn.Module:
         # a 1×1 thresholding layer back to `width` channels (one ML-CSC layer with a 1-tap dictionary)
@@ -92,7 +92,7 @@ class _Classifier(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Class logits, shape ``(B, n_classes)``."""
+        """Class logits, shape ``(B, num_classes)``."""
         z = self.features(x)
         pool = F.adaptive_avg_pool1d if self.config.dim == 1 else F.adaptive_avg_pool2d
         return self.classifier(pool(z, self.config.pool_size).flatten(1))

@@ -52,7 +52,7 @@ def csc_layer_kwargs(config: TrainConfig) -> tuple:
 def build_model(config: TrainConfig, data: TrainData) -> nn.Module:
     """The network of ``config`` sized for ``data`` (channels, classes, 1-D or 2-D)."""
     if config.model in ("plain-cnn", "mlcsc-net"):
-        net_config = NetworkConfig(in_channels=data.in_channels, n_classes=data.n_classes, dim=data.dim,
+        net_config = NetworkConfig(in_channels=data.in_channels, num_classes=data.n_classes, dim=data.dim,
                                    width=config.width)
         model = PlainCNN(net_config) if config.model == "plain-cnn" else MLCSCNet(net_config)
     else:

@@ -96,7 +96,7 @@ class HierarchicalSparseCodingConfig:
     n_iter: int = 1                          # proximal-gradient steps per layer (1 = a plain CNN layer)
     step: float = 1.0                        # step η; exact for orthogonal D (chapter 3); prop-ch4-first-ista-step
     threshold: float = 0.01                  # initial per-atom threshold θ = σ²λ (must be > 0 to be trainable)
-    n_classes: int = 10                      # digits 0..9
+    num_classes: int = 10                      # digits 0..9
 
     def __post_init__(self):
         positive_int(self.in_channels, "in_channels")
@@ -106,7 +106,7 @@ class HierarchicalSparseCodingConfig:
             self.padding = self.kernel_size // 2
         nonneg_int(self.padding, "padding")
         positive_int(self.n_iter, "n_iter")
-        positive_int(self.n_classes, "n_classes")
+        positive_int(self.num_classes, "num_classes")
         self.channels, self.strides = tuple(self.channels), tuple(self.strides)
         if len(self.channels) == 0:
             raise ValueError("channels must list at least one layer width")
@@ -155,7 +155,7 @@ class HierarchicalSparseCodingNet(nn.Module):
                                padding=config.padding, n_iter=config.n_iter, step=config.step,
                                threshold=config.threshold)
             for i in range(len(config.channels)))
-        self.classifier = nn.Linear(config.feature_size(), config.n_classes)  # logistic regression
+        self.classifier = nn.Linear(config.feature_size(), config.num_classes)  # logistic regression
 
     def _check_input(self, x):
         if not isinstance(x, torch.Tensor):
@@ -175,7 +175,7 @@ class HierarchicalSparseCodingNet(nn.Module):
         return codes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Class logits :math:`a = W\operatorname{vec}(\hat z_L) + b`, shape ``(batch, n_classes)`` (chapter 4, ``eq-ch4-logistic``)."""
+        r"""Class logits :math:`a = W\operatorname{vec}(\hat z_L) + b`, shape ``(batch, num_classes)`` (chapter 4, ``eq-ch4-logistic``)."""
         return self.classifier(self.codes(x)[-1].flatten(1))
 
     def operator_norm_bounds(self) -> list:
@@ -201,7 +201,7 @@ class HierarchicalSparseCodingNet(nn.Module):
         return self
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        r"""The posterior :math:`P(y = c \mid \hat z_L) = \operatorname{softmax}(a)_c`, shape ``(batch, n_classes)`` (chapter 4, ``eq-ch4-softmax``)."""
+        r"""The posterior :math:`P(y = c \mid \hat z_L) = \operatorname{softmax}(a)_c`, shape ``(batch, num_classes)`` (chapter 4, ``eq-ch4-softmax``)."""
         return torch.softmax(self.forward(x), dim=1)
 
     def to_sequential(self) -> nn.Sequential:
@@ -247,7 +247,7 @@ class HierarchicalSparseCodingNet(nn.Module):
         config = HierarchicalSparseCodingConfig(
             in_channels=convs[0].in_channels, image_size=image_size,
             channels=tuple(c.out_channels for c in convs), strides=tuple(c.stride[0] for c in convs),
-            kernel_size=k, padding=p, n_iter=n_iter, step=step, n_classes=linear.out_features)
+            kernel_size=k, padding=p, n_iter=n_iter, step=step, num_classes=linear.out_features)
         if config.feature_size() != linear.in_features:
             raise ValueError(f"the Linear layer takes {linear.in_features} features but image_size={image_size} "
                              f"gives {config.feature_size()}")

@@ -10,6 +10,10 @@ by the forward-backward iteration with momentum (chapter 5, ``eq-ista`` and ``eq
 .. math:: z_{k+1} = T_k(y_k) = \operatorname{prox}_{\eta_k g}\big(y_k - \eta_k \nabla f(y_k)\big), \qquad
           y_{k+1} = z_{k+1} + \beta_k\,(z_{k+1} - z_k), \qquad y_0 = z_0 .
 
+Chapter 5 indexes as Beck and Teboulle (2009) do, :math:`z_k = T(y_k)` with :math:`y_1 = z_0`, :math:`t_1 = 1`;
+here every index of :math:`y` and :math:`t` is one lower (:math:`y_0 = z_0`, :math:`t_0 = 1`): the same iterates
+:math:`z_1, z_2, \dots`.
+
 :func:`proximal_gradient` runs it. What differs between callers is plugged in:
 
 * the **step map** :math:`T_k` (``step``): it carries the gradient, the step-size policy (a constant

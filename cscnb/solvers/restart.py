@@ -15,8 +15,10 @@ module changes the iterates to reach the same minimizer sooner:
   result is accepted only if it satisfies the full optimality conditions (chapter 2, ``eq-kkt``):
   sign-consistent on :math:`S` and, off it, :math:`|d_i^\top(x - Dz)| \le \lambda_i + \texttt{tol}\cdot
   \max(\lambda_i, \|D^\top(x - Dz)\|_\infty)` (signed for ``nonneg``).
-  An accepted polish is the minimizer up to rounding, whatever precision found the support, so
-  the identification iterations may run in a cheaper ``iterate_dtype`` (e.g. float32);
+  An accepted polish meets the optimality conditions on :math:`S` up to rounding and off :math:`S`
+  within that ``tol`` (an exact minimizer when the off-support inequalities hold with no slack),
+  whatever precision found the support, so the identification iterations may run in a cheaper
+  ``iterate_dtype`` (e.g. float32);
 * **working-set pass** (``polish=True`` from :math:`z_0 = 0`): before any FISTA iteration, each
   sample's support is guessed by a few coordinate-descent sweeps restricted to its most correlated
   atoms, then refined by active-set rounds of the same verified polish (sign flips leave the
