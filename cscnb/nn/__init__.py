@@ -12,6 +12,7 @@
   sparse-coding layer as a drop-in ``nn.Conv2d``, its fused step, synthesis forms and step size, and the
   conversion of any CNN (chapters 12 and 13).
 """
+from .admissible import rescale_to_step_bound
 from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, conv_operator_norm, dilate_kernel
 from .conversion import convert
 from .csc_layer import BACKWARDS, STEP_MARGIN, CSCLayer, csc_code, test_time_lam, unit_norm_atoms
@@ -24,7 +25,7 @@ from .unfolded import UnfoldedCSCLayer
 
 __all__ = ["SparseCodingConv2d", "SparseCodingLinear",
            "UnfoldedCSCLayer", "ResCSCBlock", "ResidualBlock", "MSDCSCBlock", "DenseBlock", "conv_operator_norm",
-           "dilate_kernel",
+           "dilate_kernel", "rescale_to_step_bound",
            "ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
            "theorem_thresholds", "iterate_errors", "empirical_rate", "FitConfig", "FitResult", "fit_unrolled",
            "hopfield_energy",

@@ -5,6 +5,8 @@ r"""Theory of sparse coding checked by the chapters: coherence bounds, brute for
   (chapter 10); also used by chapter 14;
 * :mod:`~cscnb.theory.bruteforce` — exhaustive checks of those bounds on small dictionaries (spark,
   sparsest solutions, worst stable code; chapters 9 and 14);
+* :mod:`~cscnb.theory.dilation` — effective atoms of stacked dilated dictionaries: kernel, support, coherence
+  (chapter 8);
 * :mod:`~cscnb.theory.stripe` — the stripe (:math:`\ell_{0,\infty}`) norm of convolutional codes, the local
   sparsity of convolutional sparse coding (chapters 6, 9 and 11);
 * :mod:`~cscnb.theory.symbolic` — SymPy helpers for the derivations (negative log-posteriors, proximal
@@ -16,10 +18,12 @@ from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_c
                      spark_lower_bound, stability_bound, uniqueness_bound, welch_bound)
 from .bruteforce import (BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
                          sparsest_solutions_bruteforce, worst_stable_code_bruteforce)
+from .dilation import circular_conv_coherence, dilation_support, effective_kernel
 from .stripe import stripe_counts, stripe_norm
 
 __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
            "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",
            "deep_uniqueness_holds", "deep_stability_bounds",
            "BruteForceSolutions", "WorstStableCode", "restricted_min_eigenvalue_bruteforce", "spark_bruteforce",
-           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts"]
+           "sparsest_solutions_bruteforce", "worst_stable_code_bruteforce", "stripe_norm", "stripe_counts",
+           "effective_kernel", "dilation_support", "circular_conv_coherence"]
