@@ -1,6 +1,6 @@
 """The training sweep of chapter 7 (Res-CSC on MNIST-1D), cached in ``chapters/data/ch07_training.json``.
 
-Run from the repository root (about 10 minutes of one CPU core)::
+Run from the repository root (about half an hour of one CPU core)::
 
     .venv/bin/python scripts/ch07_training.py
 

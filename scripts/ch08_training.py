@@ -1,6 +1,6 @@
 """The training sweeps of chapter 8 (MSD-CSC), cached in ``chapters/data/ch08_training.json``.
 
-Run from the repository root (about 15 minutes of one CPU core)::
+Run from the repository root (about half an hour of one CPU core)::
 
     .venv/bin/python scripts/ch08_training.py
 
