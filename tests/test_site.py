@@ -56,7 +56,7 @@ LEDGER = "ledger.html"
 THEOREM_KINDS = ("theorem", "proposition", "lemma", "corollary")
 # Switched on once every chapter tags its cells (the "cscnb" cell metadata described in
 # _ext/cscnb_ledger.py): then every theorem-like result must link at least one numeric check.
-REQUIRE_CHECK_FOR_EVERY_THEOREM = False
+REQUIRE_CHECK_FOR_EVERY_THEOREM = True
 TIMEOUT_MS = 60_000
 
 # Collected in the page, once per visit (one round trip instead of dozens).

@@ -1,8 +1,9 @@
 r"""Classifier networks built from ML-CSC, Res-CSC and MSD-CSC blocks, and their CNN counterparts.
 
-All six share one layout (chapter 7, ``eq-ch7-network``): a stem (one thresholding layer,
-``relu(conv(x) + b)``), ``n_blocks`` stages, adaptive average pooling to ``pool_size`` positions per
-spatial axis (a fixed linear map) and a linear classifier (logistic regression on the pooled code).
+All six share one layout (chapter 7, ``eq-ch7-network``): a stem (``relu(conv(x) + b)`` with a free
+bias, a thresholding layer only when :math:`b \le 0`), ``n_blocks`` stages, adaptive average pooling to
+``pool_size`` positions per spatial axis (a fixed linear map) and a linear classifier (logistic
+regression on the pooled code).
 They run on 1-D signals (``dim=1``, e.g. MNIST-1D ``(B, 1, 40)``) and 2-D images (``dim=2``, e.g.
 digits ``(B, 1, 8, 8)`` or CIFAR ``(B, 3, 32, 32)``).
 
@@ -101,8 +102,9 @@ class _Classifier(nn.Module):
 class MLCSCNet(_Classifier):
     r"""ML-CSC classifier: every stage is two :class:`~cscnb.nn.blocks.UnfoldedCSCLayer` pursuits (chapter 7, ``eq-ch7-pursuit``).
 
-    With ``n_unfold=0`` each layer is ``relu(conv)``: layered thresholding, i.e. :class:`PlainCNN`
-    :cite:p:`papyan2017convolutional`.
+    With ``n_unfold=0`` each layer is ``relu(conv(x, c·W) - c·θ)``: layered thresholding
+    :cite:p:`papyan2017convolutional`, i.e. a :class:`PlainCNN` whose biases are constrained to be
+    :math:`\le 0` (a subset of its function class).
     """
 
     def __init__(self, config: NetworkConfig | None = None):
@@ -147,7 +149,10 @@ class ResNetCNN(_Classifier):
 
 
 class MSDCSCNet(_Classifier):
-    r"""MSD-CSC classifier :cite:p:`zhang2021towards`: :class:`~cscnb.nn.blocks.MSDCSCBlock` + 1×1 transition (chapter 8, ``eq-ch8-dense-step``)."""
+    r"""Mixed-scale dense CSC classifier (chapter 8, ``eq-ch8-dense-step``): MSD-CSC blocks + 1×1 transitions.
+
+    :class:`~cscnb.nn.blocks.MSDCSCBlock` is our reconstruction of the model of :cite:p:`zhang2021towards`.
+    """
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)

@@ -14,6 +14,7 @@
   drop-in ``nn.Conv2d``, its functional form, fused step, synthesis forms and step-size state, its implicit
   gradient, and the conversion of any CNN (chapters 12 and 13).
 """
+from .admissible import rescale_to_step_bound
 from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, conv_operator_norm, dilate_kernel
 from .conversion import convert
 from .csc_layer import (ATOM_NORMS, BACKWARDS, STEP_FACTOR, CSCLayer, csc_code, frozen_step_size, test_time_lam,
@@ -28,7 +29,7 @@ from .unfolded import UnfoldedCSCLayer
 
 __all__ = ["SparseCodingConv2d", "SparseCodingLinear",
            "UnfoldedCSCLayer", "ResCSCBlock", "ResidualBlock", "MSDCSCBlock", "DenseBlock", "conv_operator_norm",
-           "dilate_kernel",
+           "dilate_kernel", "rescale_to_step_bound",
            "ACTIVATIONS", "UnrolledConfig", "LISTA", "LISTACP", "ALISTA", "firm_threshold", "activation_fn",
            "theorem_thresholds", "iterate_errors", "empirical_rate", "hopfield_energy",
            "ConvLISTACP",

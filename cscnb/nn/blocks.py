@@ -1,16 +1,20 @@
-r"""Res-CSC and MSD-CSC blocks :cite:p:`zhang2021towards`, and the ResNet / DenseNet blocks they equal.
+r"""Res-CSC and MSD-CSC blocks (our reconstruction of the models of :cite:p:`zhang2021towards`), and the ResNet /
+DenseNet blocks they equal.
 
 Every block is a few proximal-gradient (ISTA or FISTA) steps of non-negative convolutional sparse
 coding, written with 1-D (``dim=1``) or 2-D (``dim=2``) stride-1 convolutions with "same" padding
 (odd kernels), so the spatial size never changes. Notation: :math:`D^\top u` is
 ``conv(u, weight)`` (analysis) and :math:`D z` its exact adjoint ``conv_transpose(z, weight)``
 (synthesis), as in chapter 3. ``n_unfold`` counts the proximal-gradient steps *beyond the first*:
-``n_unfold=0`` is the single step that reads as a ResNet / DenseNet block, larger values move the
-output towards the sparse code the block's pursuit problem defines.
+``n_unfold=0`` is the single step that reads as a ResNet / DenseNet block; while the step stays within
+its convergence bound (:math:`c \le 1/\|D\|_2^2`), larger values move the output towards the sparse
+code the block's pursuit problem defines. Beyond the bound the extra steps are not proximal-gradient
+steps of a convergent scheme.
 
-Step sizes are checked against their convergence bound when a block is built (``ValueError`` if
-above it) and on demand with ``check_step()`` (trained weights can grow past it). The bound uses
-:func:`conv_operator_norm`, a size-independent upper bound on the operator norm.
+Step sizes are checked against that bound when a block is built (``ValueError`` if above it) and on
+demand with ``check_step()``: trained weights can grow past it, unless training rescales them after
+every optimizer step (:func:`cscnb.nn.rescale_to_step_bound`). The bound uses :func:`conv_operator_norm`,
+an upper bound on the operator norm valid for every signal size (chapter 7, ``lem-ch7-conv-norm``).
 """
 from __future__ import annotations
 
@@ -160,7 +164,10 @@ class ResidualBlock(nn.Module):
 
 
 class MSDCSCBlock(nn.Module):
-    r"""Dense layers of MSD-CSC, each with dictionary :math:`D_\ell = [\,I,\ W_\ell^\top\,]` (chapter 8, ``eq-ch8-msd-dict``).
+    r"""Dense layers of mixed-scale dense CSC: :math:`D_\ell = [\,I,\ W_\ell^\top\,]` (chapter 8, ``eq-ch8-msd-dict``).
+
+    The dictionary with identity atoms, and the choice to leave those atoms unpenalised, are our reconstruction
+    of the MSD-CSC model (chapter 8).
 
     Layer :math:`\ell` (dilation ``dilations[ℓ]``) solves, by ``1 + n_unfold`` proximal-gradient steps from 0,
 

@@ -5,6 +5,8 @@ r"""Theory of sparse coding checked by the chapters: coherence bounds, brute for
   (chapter 10); also used by chapter 14;
 * :mod:`~cscnb.theory.bruteforce` — exhaustive checks of those bounds on small dictionaries (spark,
   sparsest solutions, worst stable code; chapters 9 and 14);
+* :mod:`~cscnb.theory.dilation` — effective atoms of stacked dilated dictionaries: kernel, support, coherence
+  (chapter 8);
 * :mod:`~cscnb.theory.stripe` — the stripe (:math:`\ell_{0,\infty}`) norm of convolutional codes, the local
   sparsity of convolutional sparse coding, and the exhaustive checks of its bounds on small convolutional
   dictionaries (chapters 6, 9 and 11);
@@ -20,6 +22,7 @@ from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_c
 from .bruteforce import (BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
                          sparsest_solutions_bruteforce, worst_stable_code_bruteforce)
 from .bruteforce import exact_representations_bruteforce
+from .dilation import circular_conv_coherence, dilation_support, effective_kernel
 from .stripe import stripe_counts, stripe_norm
 from .stripe import (StripeGeometry, patch_norm, stripe_geometry, stripe_restricted_min_eigenvalue_bruteforce,
                      stripe_spark_bruteforce, stripe_supports)
@@ -34,4 +37,5 @@ __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_w
            "exact_representations_bruteforce", "patch_norm", "StripeGeometry", "stripe_geometry", "stripe_supports",
            "stripe_restricted_min_eigenvalue_bruteforce", "stripe_spark_bruteforce",
            "RateSchedule", "RateBlock", "rate_schedule", "deep_rate_chain", "conv_generalized_coherence",
-           "conv_generalized_coherence_weights", "window_counts", "noise_patch_norm"]
+           "conv_generalized_coherence_weights", "window_counts", "noise_patch_norm",
+           "effective_kernel", "dilation_support", "circular_conv_coherence"]
