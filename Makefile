@@ -187,7 +187,7 @@ lab: setup
 # Each script's JSON goes to a temporary file first and replaces _build/bench/NAME.json only on success,
 # so a failed or interrupted run never destroys the previous figures.
 BENCH_STAMP := $(VENV)/.cscnb-bench-installed
-BENCHMARKS ?= bench_solvers bench_csc_layer bench_memory bench_chapters
+BENCHMARKS ?= bench_solvers bench_csc_layer bench_memory bench_chapters bench_power_iters
 $(BENCH_STAMP): requirements/bench.txt $(STAMP)
 	$(PIP) install --quiet -r requirements/bench.txt
 	touch $(BENCH_STAMP)
