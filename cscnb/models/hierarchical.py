@@ -64,7 +64,8 @@ def conv_norm_bound(weight: torch.Tensor, signal_size, stride=1, padding=0, dila
     w = w.reshape(c_out, c_in, taps[0], s[0], taps[1], s[1]).permute(0, 1, 3, 5, 2, 4)
     w = w.reshape(c_out, c_in * s[0] * s[1], taps[0], taps[1])
     grid = max(max(-(-(size[i] + 2 * p[i]) // s[i]), taps[i]) for i in range(2))  # polyphase signal length
-    return conv_operator_norm(w, grid=grid)
+    # the maximum over the grid-point DFT itself (eq-ch5-polyphase), not the every-size bound of grid=
+    return conv_operator_norm(w, signal_size=tuple(grid - t + 1 for t in taps))
 
 
 @torch.no_grad()
