@@ -1,7 +1,7 @@
 # cscnb — the two commands of the README:
 #   make book   set up, execute every chapter (into copies under _build), render the site to _build/html;
 #               leaves every tracked file unchanged
-#   make test   set up, unit tests, strict nbval on every chapter, warnings-as-errors book build,
+#   make test   set up, ruff lint, unit tests, strict nbval on every chapter, warnings-as-errors book build,
 #               then the browser test of the built site (offline, in Debian's chromium)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -17,7 +17,7 @@ export PYTHONHASHSEED := 0
 
 help:
 	@echo "make book   - set up .venv, execute every chapter into _build/book-src, render the site to _build/html"
-	@echo "make test   - set up .venv, unit tests, strict nbval on every chapter, -W book build, site test"
+	@echo "make test   - set up .venv, ruff lint, unit tests, strict nbval on every chapter, -W book build, site test"
 	@echo "make execute - re-execute the committed chapters in place (for authors; then commit the outputs)"
 	@echo "make html / html-strict / unit / nbval / site-test / lint / lock / lab / clean - the individual steps"
 	@echo "make bench  - install the benchmark-only extras, run every benchmark, JSON to _build/bench/"
@@ -121,12 +121,12 @@ nbval: setup
 site-test: setup
 	CSCNB_CHROMIUM=$(CHROMIUM) $(BIN)/python -m pytest -q -p no:cacheprovider -m site tests/test_site.py
 
-# ruff (pinned in the lock; configuration in pyproject.toml). Not yet part of `make test`: the
-# package and tests still have findings (see README, "Linting").
+# ruff (pinned in the lock; configuration in pyproject.toml): the package, tests, benchmarks, scripts
+# and chapters (cell by cell). Part of `make test`, run first (see README, "Linting").
 lint: setup
 	$(BIN)/ruff check .
 
-test: unit nbval html-strict site-test
+test: lint unit nbval html-strict site-test
 
 # Regenerate requirements/lock.txt (and requirements/bench.txt) from pyproject.toml: a FRESH venv,
 # torch from $(TORCH_INDEX) (CPU build; see INSTALL_TORCH), then `pip install -e .[$(LOCK_EXTRAS)]`

@@ -121,7 +121,8 @@ def main():
         if not first or not last or measure not in first or measure not in last:
             return None
         return last[measure] / first[measure]
-    mib = {name: {"saved_MiB": round(r["saved_bytes"] / 2**20, 1), "peak_delta_MiB": round(r["peak_delta_bytes"] / 2**20, 1)}
+    mib = {name: {"saved_MiB": round(r["saved_bytes"] / 2**20, 1),
+                  "peak_delta_MiB": round(r["peak_delta_bytes"] / 2**20, 1)}
            for name, r in table.items() if "saved_bytes" in r}
     implicit_peak_ratio = ratio("peak_delta_bytes", "implicit")
     result = {

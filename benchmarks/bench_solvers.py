@@ -57,8 +57,9 @@ from sklearn.linear_model import Lasso  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cscnb  # noqa: E402
 from _provenance import provenance as shared_provenance  # noqa: E402
+
+import cscnb  # noqa: E402
 
 CRITERION = 1e-4
 N_FEATURES, N_ATOMS, N_NONZERO, NOISE, LAM = 64, 256, 5, 0.01, 0.1
@@ -175,7 +176,8 @@ def conv_problem(seed: int = 0):
     # circular Tikhonov low-pass: argmin_l 1/2||l - s||^2 + tau/2 ||grad l||^2, solved per frequency
     freq = torch.fft.fftfreq(IMAGE, dtype=torch.float64)
     laplacian = 2 - 2 * torch.cos(2 * math.pi * freq)
-    lowpass = torch.fft.ifft2(torch.fft.fft2(image) / (1 + LOWPASS_TAU * (laplacian[:, None] + laplacian[None, :]))).real
+    lowpass = torch.fft.ifft2(torch.fft.fft2(image)
+                              / (1 + LOWPASS_TAU * (laplacian[:, None] + laplacian[None, :]))).real
     signal = (image - lowpass)[None, None]
     gen = torch.Generator().manual_seed(seed)
     weight = torch.randn(CONV_ATOMS, 1, KERNEL, KERNEL, generator=gen, dtype=torch.float64)

@@ -65,7 +65,7 @@ def layer_theory(model, x) -> list:
     features = sparsity.collect_activations(model, x)
     convs = [stage[0] for stage in model.stages]
     out = []
-    for conv, (name, a) in zip(convs, features.items()):
+    for conv, (name, a) in zip(convs, features.items(), strict=True):
         w = conv.weight.detach().double()
         atoms = w / w.flatten(1).norm(dim=1).reshape(-1, *([1] * (w.ndim - 1)))
         mu = conv_mutual_coherence(cscnb.ConvDictionary(atoms))

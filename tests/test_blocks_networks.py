@@ -8,8 +8,7 @@ import torch.nn.functional as F
 
 import cscnb
 from cscnb.data import load_mnist1d
-from cscnb.models.classifiers import (DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet,
-                                      ResNetCNN)
+from cscnb.models.classifiers import DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN
 from cscnb.nn.blocks import MSDCSCBlock, ResCSCBlock, UnfoldedCSCLayer, conv_operator_norm, dilate_kernel
 from cscnb.train import evaluate, fit
 
@@ -153,7 +152,7 @@ def test_ml_csc_net_without_unfolding_is_a_plain_cnn():
     with torch.no_grad():
         plain.stem.load_state_dict(ml.stem.state_dict())
         plain.classifier.load_state_dict(ml.classifier.state_dict())
-        for layer, seq in zip(ml.stages, plain.stages):
+        for layer, seq in zip(ml.stages, plain.stages, strict=True):
             seq[0].weight.copy_(layer.step * layer.weight)
             seq[0].bias.copy_(-layer.step * layer.threshold_param.abs())
     x = torch.randn(3, 1, 40)

@@ -70,16 +70,16 @@ def test_random_crop_flip_windows_of_the_padded_image():
     x = torch.randint(0, 256, (64, 3, 6, 6), dtype=torch.uint8)
     assert torch.equal(random_crop_flip(x, torch.Generator().manual_seed(1), padding=0, flip=False), x)
     flipped = random_crop_flip(x, torch.Generator().manual_seed(1), padding=0, flip=True)
-    is_flipped = torch.tensor([torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x)])
-    is_same = torch.tensor([torch.equal(f, o) for f, o in zip(flipped, x)])
+    is_flipped = torch.tensor([torch.equal(f, o.flip(-1)) for f, o in zip(flipped, x, strict=True)])
+    is_same = torch.tensor([torch.equal(f, o) for f, o in zip(flipped, x, strict=True)])
     assert bool((is_flipped | is_same).all()) and 10 < int(is_flipped.sum()) < 54
     out = random_crop_flip(x, torch.Generator().manual_seed(2), padding=2)
     assert out.dtype == torch.uint8 and out.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     offsets = set()
-    for o, p in zip(out, padded):
-        matches = [(t, l, f) for t in range(5) for l in range(5) for f in (0, 1)
-                   if torch.equal(o, (p[:, t:t + 6, l:l + 6].flip(-1) if f else p[:, t:t + 6, l:l + 6]))]
+    for o, p in zip(out, padded, strict=True):
+        matches = [(t, left, f) for t in range(5) for left in range(5) for f in (0, 1)
+                   if torch.equal(o, (p[:, t:t + 6, left:left + 6].flip(-1) if f else p[:, t:t + 6, left:left + 6]))]
         assert matches, "every output is a (flipped) window of the padded image"
         offsets.add(matches[0][:2])
     assert len(offsets) > 5  # the offsets vary

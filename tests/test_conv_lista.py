@@ -9,8 +9,15 @@ from cscnb.data import planted_stripe_codes
 from cscnb.mlcsc.bounds import conv_mutual_coherence
 from cscnb.nn import LISTACP, ConvLISTACP, UnrolledConfig
 from cscnb.theory import generalized_coherence, stripe_norm
-from cscnb.theory.rates import (RateBlock, conv_generalized_coherence, conv_generalized_coherence_weights,
-                                deep_rate_chain, noise_patch_norm, rate_schedule, window_counts)
+from cscnb.theory.rates import (
+    RateBlock,
+    conv_generalized_coherence,
+    conv_generalized_coherence_weights,
+    deep_rate_chain,
+    noise_patch_norm,
+    rate_schedule,
+    window_counts,
+)
 
 
 def _filters(m=3, channels=2, k=5, seed=0):
@@ -39,7 +46,8 @@ def test_conv_generalized_coherence_equals_the_dense_operator_and_the_lp_is_opti
     d = _filters(m=3, channels=1, k=4, seed=3)
     length = 12                                         # >= 2k - 1: every lag is realised
     W = conv_generalized_coherence_weights(d)
-    dense = generalized_coherence(cscnb.ConvDictionary(W).matrix((1, length)), cscnb.ConvDictionary(d).matrix((1, length)))
+    dense = generalized_coherence(cscnb.ConvDictionary(W).matrix((1, length)),
+                                  cscnb.ConvDictionary(d).matrix((1, length)))
     assert abs(conv_generalized_coherence(W, d) - dense) < 1e-10
     assert abs(conv_generalized_coherence(d, d) - conv_mutual_coherence(cscnb.ConvDictionary(d))) < 1e-12
     # LP optimality against random feasible encoders (rescaled so <w_a, d_a> = 1): none beats it
@@ -94,7 +102,8 @@ def test_window_counts_patch_norm_and_stripe_generator_by_brute_force():
     for b in range(4):
         brute = max(int((code[b, :, q:q + 5] != 0).sum()) for q in range(16))
         assert int(window_counts(code, 5)[b]) == brute
-        assert abs(float(noise_patch_norm(code, 5)[b]) - max(float(code[b, :, q:q + 5].norm()) for q in range(16))) < 1e-12
+        largest = max(float(code[b, :, q:q + 5].norm()) for q in range(16))
+        assert abs(float(noise_patch_norm(code, 5)[b]) - largest) < 1e-12
     assert window_counts(torch.tensor([[0.0, 1.0, 2.0]]), 1).tolist() == [2]
     D = cscnb.ConvDictionary(_filters(m=2, channels=1, k=4))
     data = planted_stripe_codes(D, 30, 2, 50, 40, seed=0)

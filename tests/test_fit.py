@@ -40,7 +40,7 @@ def test_fit_matches_a_hand_written_adam_loop():
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(x))
     assert result.train_loss == losses and result.best_epoch is None and result.val_metric == []
-    for a, b in zip(model.parameters(), reference.parameters()):
+    for a, b in zip(model.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from cscnb.data.imagenet import (EpochBatchSampler, ImageFolder, RandomResizedCropFlip, ResizeCenterCrop,
-                                 build_imagenet_loaders, image_rng, random_resized_crop_box, resize_shorter_side)
+from cscnb.data.imagenet import (
+    EpochBatchSampler,
+    ImageFolder,
+    RandomResizedCropFlip,
+    ResizeCenterCrop,
+    build_imagenet_loaders,
+    image_rng,
+    random_resized_crop_box,
+    resize_shorter_side,
+)
 
 
 def _gradient(width, height):
@@ -45,7 +53,7 @@ def test_random_resized_crop_boxes_obey_scale_and_ratio():
     width, height, fallback = 500, 375, 0
     for index in range(300):
         left, top, w, h = random_resized_crop_box(width, height, image_rng(0, 0, index))
-        assert 0 <= left and left + w <= width and 0 <= top and top + h <= height
+        assert left >= 0 and left + w <= width and top >= 0 and top + h <= height
         # rounding of w and h moves the area and the ratio by at most ~1/min(w, h) relatively
         slack = 3 / min(w, h)
         assert 0.08 * (1 - slack) <= w * h / (width * height) <= 1 + slack
@@ -102,22 +110,23 @@ def test_loaders_are_seeded_independent_of_workers_and_split_over_processes(tmp_
         one.set_epoch(epoch)
         two.set_epoch(epoch)
         a, b = _batches(one.train), _batches(two.train)
-        assert len(a) == 12 // 4 and all(torch.equal(x, u) and torch.equal(y, v) for (x, y), (u, v) in zip(a, b))
+        assert len(a) == 12 // 4 and all(torch.equal(x, u) and torch.equal(y, v)
+                                         for (x, y), (u, v) in zip(a, b, strict=True))
         assert a[0][0].shape == (4, 3, 16, 16) and a[0][0].dtype == torch.uint8
     one.set_epoch(0)
     epoch0 = _batches(one.train)
     one.set_epoch(1)
-    assert not all(torch.equal(x, u) for (x, _), (u, _) in zip(epoch0, _batches(one.train)))
+    assert not all(torch.equal(x, u) for (x, _), (u, _) in zip(epoch0, _batches(one.train), strict=True))
     # two processes: rank r loads the r-th half of every global batch, the very same images
     halves = [build_imagenet_loaders(root, 4, 0, image_size=16, resize=20, seed=7, rank=r, world=2) for r in (0, 1)]
     for half in halves:
         half.set_epoch(0)
-    for (x, y), (x0, y0), (x1, y1) in zip(epoch0, *(_batches(h.train) for h in halves)):
+    for (x, y), (x0, y0), (x1, y1) in zip(epoch0, *(_batches(h.train) for h in halves), strict=True):
         assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
     # evaluation: every validation image once, deterministic, the classes of train
     val = torch.cat([y for _, y in _batches(one.val)])
     assert sorted(val.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
-    assert all(torch.equal(x, u) for (x, _), (u, _) in zip(_batches(one.val), _batches(two.val)))
+    assert all(torch.equal(x, u) for (x, _), (u, _) in zip(_batches(one.val), _batches(two.val), strict=True))
 
 
 def test_training_order_is_the_trainers_epoch_permutation(tmp_path):

@@ -168,7 +168,7 @@ def test_model_sequential_round_trip():
     back = HierarchicalSparseCodingNet.from_sequential(model.to_sequential(), image_size=8)
     # every field but the initial threshold (θ is read from the biases instead)
     assert dataclasses.replace(back.config, threshold=config.threshold) == config
-    for (name, p), (name_b, q) in zip(model.named_parameters(), back.named_parameters()):
+    for (name, p), (name_b, q) in zip(model.named_parameters(), back.named_parameters(), strict=True):
         assert name == name_b and torch.equal(p, q), name
     x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
     torch.testing.assert_close(back(x), model(x))

@@ -6,8 +6,19 @@ import torch
 import torch.nn.functional as F
 
 import cscnb
-from cscnb.nn.lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, UnrolledConfig, activation_fn, empirical_rate,
-                            firm_threshold, hopfield_energy, iterate_errors, theorem_thresholds)
+from cscnb.nn.lista import (
+    ACTIVATIONS,
+    ALISTA,
+    LISTA,
+    LISTACP,
+    UnrolledConfig,
+    activation_fn,
+    empirical_rate,
+    firm_threshold,
+    hopfield_energy,
+    iterate_errors,
+    theorem_thresholds,
+)
 from cscnb.theory import generalized_coherence, generalized_coherence_weights, lista_cp_rate_constant
 
 

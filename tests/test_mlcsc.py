@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cscnb import ConvDictionary, LinearDictionary, mutual_coherence, solve
-from cscnb import mlcsc
+from cscnb import ConvDictionary, LinearDictionary, mlcsc, mutual_coherence, solve
 
 
 def _unit_columns(weight):

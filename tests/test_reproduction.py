@@ -13,9 +13,19 @@ import torch
 from cscnb.profiling import csc_layer_macs, training_flops, training_hours
 from cscnb.train import results
 from cscnb.train.config import PRESETS, preset_config
-from cscnb.train.reproduction import (NOT_RUN, NOT_STATED, TARGETS, ReproductionTarget, RunFolderError,
-                                      compare_status, recipe_comparison, recipe_markdown, recipe_mismatches,
-                                      report_markdown, reproduction_report)
+from cscnb.train.reproduction import (
+    NOT_RUN,
+    NOT_STATED,
+    TARGETS,
+    ReproductionTarget,
+    RunFolderError,
+    compare_status,
+    recipe_comparison,
+    recipe_markdown,
+    recipe_mismatches,
+    report_markdown,
+    reproduction_report,
+)
 
 
 def _write_run(root, name, preset="sdnet18-cifar10", *, accuracies=(0.5, 0.7, 0.9), finished=True,

@@ -62,7 +62,7 @@ def test_digits_report_against_direct_computations(digits_run, tmp_path):
     x01 = run.model.to_unit(run.x_test)[evaluation]
     y = run.y_test[evaluation]
     clean = report["conditions"][0]
-    for lam, reported in zip((0.1, 0.4, 0.8), clean["accuracy"]):
+    for lam, reported in zip((0.1, 0.4, 0.8), clean["accuracy"], strict=True):
         with torch.no_grad(), test_time_lam(stem_layer(run.model), lam):
             assert float((run.model(x01).argmax(1) == y).double().mean()) == pytest.approx(reported, abs=1e-12)
     assert float(stem_layer(run.model).lam) == pytest.approx(0.1)  # restored after the sweeps

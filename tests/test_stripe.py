@@ -17,9 +17,9 @@ def _brute_force(code, k, circular):
         for q in itertools.product(*(range(n) for n in spatial)):
             count = 0
             for r in itertools.product(*(range(n) for n in spatial)):
-                dist = [abs(a - c) for a, c in zip(q, r)]
+                dist = [abs(a - c) for a, c in zip(q, r, strict=True)]
                 if circular:
-                    dist = [min(d, n - d) for d, n in zip(dist, spatial)]
+                    dist = [min(d, n - d) for d, n in zip(dist, spatial, strict=True)]
                 if all(d <= k - 1 for d in dist):
                     count += int(nonzero[(b, *r)])
             best = max(best, count)

@@ -38,7 +38,8 @@ def test_stripe_supports_match_exhaustive_subsets(float64, circular):
     subsets = torch.tensor(list(itertools.product([0.0, 1.0], repeat=n)))
     norms = theory.stripe_norm(subsets.reshape(-1, d.n_atoms, *geometry.code_size), d.kernel_size, circular=circular)
     for k in (1, 2):
-        expected = {tuple(row.nonzero().flatten().tolist()) for row, norm in zip(subsets, norms) if norm <= k}
+        expected = {tuple(row.nonzero().flatten().tolist())
+                    for row, norm in zip(subsets, norms, strict=True) if norm <= k}
         found = theory.stripe_supports(geometry, k)
         assert len(found) == len(set(found)) and set(found) == expected
         maximal = theory.stripe_supports(geometry, k, maximal=True)

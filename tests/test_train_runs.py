@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cscnb.train import TrainingFailed, load_run, load_steps, main, train
+from cscnb.train import TrainingFailed, load_run, load_steps, main, results, train
 from cscnb.train import loop as loop_module
-from cscnb.train import results
 from cscnb.train import step as step_module
 from cscnb.train.checkpoint import load_checkpoint, save_checkpoint
 from cscnb.train.config import preset_config
@@ -209,14 +208,15 @@ def test_metrics_and_step_rewrites_are_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "metrics.csv")
     for epoch in (1, 2, 3):
         results.append_metrics(path, {"epoch": epoch, "train_loss": 1.0 / epoch, "lr": 0.1})
-    before = open(path).read()
+    before = (tmp_path / "metrics.csv").read_text()
 
     def broken(*args):
         raise OSError("disk full")
     monkeypatch.setattr(results.os, "replace", broken)
     with pytest.raises(OSError):
         results.truncate_metrics(path, 2)
-    assert open(path).read() == before and os.listdir(tmp_path) == ["metrics.csv"]  # intact, no temp file left
+    # intact, no temp file left
+    assert (tmp_path / "metrics.csv").read_text() == before and os.listdir(tmp_path) == ["metrics.csv"]
     monkeypatch.undo()
     results.truncate_metrics(path, 2)
     assert [r["epoch"] for r in results._read_metrics(path)] == [1, 2]

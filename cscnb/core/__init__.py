@@ -10,8 +10,14 @@
 * :mod:`~cscnb.core.validation` — the package's one convention for bad input (wrong type:
   ``TypeError``, wrong value: ``ValueError``, the message names the argument).
 """
-from .dictionary import (ConvDictionary, Dictionary, LinearDictionary, conv_code_size, mutual_coherence,
-                         random_orthonormal)
+from .dictionary import (
+    ConvDictionary,
+    Dictionary,
+    LinearDictionary,
+    conv_code_size,
+    mutual_coherence,
+    random_orthonormal,
+)
 from .operator_norm import CONVERGED_MARGIN, PowerIteration, power_iteration
 from .prox import elastic_net_prox, hard_threshold, nonneg_soft_threshold, soft_threshold
 

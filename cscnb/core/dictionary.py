@@ -36,7 +36,7 @@ def conv_code_size(signal_size, kernel_size, stride, padding, dilation=None) -> 
     """
     dilation = dilation if dilation is not None else (1,) * len(signal_size)
     return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1 for n, p, d, k, s in
-                 zip(signal_size, padding, dilation, kernel_size, stride))
+                 zip(signal_size, padding, dilation, kernel_size, stride, strict=True))
 
 
 def _check_finite(t: torch.Tensor, name: str) -> None:
@@ -143,7 +143,8 @@ class LinearDictionary(Dictionary):
 
     def __init__(self, weight: torch.Tensor):
         if not isinstance(weight, torch.Tensor):
-            raise TypeError(f"weight must be a torch.Tensor of shape (n_features, n_atoms), got {type(weight).__name__}")
+            raise TypeError("weight must be a torch.Tensor of shape (n_features, n_atoms), "
+                            f"got {type(weight).__name__}")
         if weight.ndim != 2:
             raise ValueError(f"weight must have shape (n_features, n_atoms), got shape {tuple(weight.shape)}")
         if not weight.is_floating_point():
@@ -243,7 +244,7 @@ class ConvDictionary(Dictionary):
                 f"{name} must have shape {layout} with in_channels={self.in_channels} for this dictionary, "
                 f"got shape {tuple(x.shape)}")
         pad = self._effective_padding()
-        for size, p, d, k in zip(x.shape[2:], pad, self.dilation, self.kernel_size):
+        for size, p, d, k in zip(x.shape[2:], pad, self.dilation, self.kernel_size, strict=True):
             if size + 2 * p < d * (k - 1) + 1:
                 raise ValueError(f"{name} has spatial size {tuple(x.shape[2:])}, smaller than the dilated kernel")
             if self.padding_mode == "circular" and p > size:
@@ -278,7 +279,7 @@ class ConvDictionary(Dictionary):
         padding = (0,) * self.dim if circular else self.padding
         out_pad = []
         for i, (m, p, d, k, s) in enumerate(zip(code_spatial, self.padding, self.dilation, self.kernel_size,
-                                                self.stride)):
+                                                self.stride, strict=True)):
             minimal = (m - 1) * s + d * (k - 1) + 1 - 2 * p  # smallest signal size with this code size
             wanted = minimal if output_size is None else int(output_size[i])
             extra = wanted - minimal

@@ -24,7 +24,9 @@ from .planted import PlantedCodes, planted_sparse_codes
 from .planted_stripe import planted_stripe_codes
 from .split import Split, stratified_mask
 
-__all__ = ["Split", "stratified_mask", "load_digits", "load_mnist1d", "PlantedCodes", "planted_sparse_codes", "planted_stripe_codes",
-          
-           "load_cifar", "load_cifar10c", "available_corruptions", "CIFAR10C_CORRUPTIONS", "decode_cifar_records", "random_crop_flip", "center_crop", "CIFAR_FILES",
+__all__ = ["Split", "stratified_mask", "load_digits", "load_mnist1d", "PlantedCodes", "planted_sparse_codes",
+           "planted_stripe_codes",
+
+           "load_cifar", "load_cifar10c", "available_corruptions", "CIFAR10C_CORRUPTIONS", "decode_cifar_records",
+           "random_crop_flip", "center_crop", "CIFAR_FILES",
            "ImageFolder", "IMAGE_SUFFIXES", "ImageNetLoaders", "build_imagenet_loaders"]

@@ -62,7 +62,7 @@ def load_cifar10c(data_dir, corruption: str, severity: int, *, device=None) -> t
         raise ValueError(f"corruption must be one of {CIFAR10C_CORRUPTIONS}, got {corruption!r}")
     severity = check_int(severity, "severity", minimum=1, maximum=5)
     paths = {name: os.path.join(data_dir, f"{name}.npy") for name in (corruption, "labels")}
-    for name, path in paths.items():
+    for path in paths.values():
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing (CIFAR-10-C layout: <corruption>.npy and labels.npy)")
     images, labels = _load(paths[corruption]), _load(paths["labels"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from ..core.validation import check_float_dtype, check_int, check_number, nonneg_int
-from .split import Split, stratified_mask
+from .split import Split
 
 __all__ = ["load_mnist1d"]
 

@@ -35,7 +35,8 @@ def planted_sparse_codes(dictionary: Dictionary, n: int, sparsity: int, *, nonne
     ``signal_size`` (the spatial size of ``x``). Output has the dictionary's dtype and device.
     """
     if not isinstance(dictionary, Dictionary):
-        raise TypeError(f"dictionary must be a cscnb LinearDictionary or ConvDictionary, got {type(dictionary).__name__}")
+        raise TypeError("dictionary must be a cscnb LinearDictionary or ConvDictionary, "
+                        f"got {type(dictionary).__name__}")
     n = positive_int(n, "n")
     noise = nonneg_number(noise, "noise")
     seed = nonneg_int(seed, "seed")

@@ -1,4 +1,5 @@
-r"""Planted convolutional codes with a bounded stripe norm: :math:`x = Dz + \sigma\varepsilon`, :math:`\|z\|_{0,\infty}^{s} \le s`.
+r"""Planted convolutional codes with a bounded stripe norm: :math:`x = Dz + \sigma\varepsilon`,
+:math:`\|z\|_{0,\infty}^{s} \le s`.
 
 The local sparsity of convolutional sparse coding (chapters 6, 9 and 10) counts the non-zeros of the densest
 *stripe*, the :math:`2k - 1` code positions (all channels) whose atoms overlap one atom

@@ -17,13 +17,18 @@ dictionary's atoms, :math:`\\Gamma_{i-1} = D_i\\Gamma_i` (chapter 6, ``eq-ch6-ml
 
 Also used by chapter 14 (the reproduction of chapter 6's claims).
 """
-from .bounds import (conv_mutual_coherence, stability_chain, stripe_uniqueness_bound, thresholding_interval,
-                     thresholding_success_bound)
+from .bounds import (
+    conv_mutual_coherence,
+    stability_chain,
+    stripe_uniqueness_bound,
+    thresholding_interval,
+    thresholding_success_bound,
+)
+from .certificate import ml_bp_admm, ml_bp_dual_bound, ml_bp_matrices
 from .chain import synthesize_chain
 from .ml_bp import MLFistaResult, ml_bp_objective, ml_bp_primal_dual, ml_fista, ml_fista_gap_bound
 from .pursuits import layered_basis_pursuit, layered_thresholding
 from .stripe_bounds import ChainCertificate, lasso_entry_error, lasso_min_lambda, layered_bp_chain, thresholding_chain
-from .certificate import ml_bp_admm, ml_bp_dual_bound, ml_bp_matrices
 
 __all__ = ["layered_thresholding", "synthesize_chain", "layered_basis_pursuit",
            "ml_bp_objective", "ml_fista", "MLFistaResult", "ml_fista_gap_bound", "ml_bp_primal_dual",

@@ -11,7 +11,7 @@ exhaustive checks in :mod:`cscnb.theory.stripe`.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,9 +53,9 @@ def conv_mutual_coherence(dictionary: ConvDictionary, signal_size=None) -> float
         max_lag = tuple(k - 1 for k in kernel)
     else:
         size = int_tuple(signal_size, dictionary.dim, "signal_size")
-        if any(n < k for n, k in zip(size, kernel)):
+        if any(n < k for n, k in zip(size, kernel, strict=True)):
             raise ValueError(f"signal_size {size} is smaller than the kernel {kernel}")
-        max_lag = tuple(min(k - 1, n - k) for n, k in zip(size, kernel))  # code positions: n - k + 1
+        max_lag = tuple(min(k - 1, n - k) for n, k in zip(size, kernel, strict=True))  # code positions: n - k + 1
     w = dictionary.weight.detach()
     norms = w.reshape(w.shape[0], -1).norm(dim=1)
     if (norms == 0).any():
@@ -64,7 +64,7 @@ def conv_mutual_coherence(dictionary: ConvDictionary, signal_size=None) -> float
     corr = conv(w, w, padding=tuple(k - 1 for k in kernel))  # (atoms, atoms, *lags): every pair, every lag
     corr = corr / (norms[:, None] * norms[None, :]).reshape(w.shape[0], w.shape[0], *([1] * dictionary.dim))
     # keep realizable lags; drop each atom's zero-lag correlation with itself (= 1)
-    index = tuple(slice(k - 1 - m, k + m) for k, m in zip(kernel, max_lag))
+    index = tuple(slice(k - 1 - m, k + m) for k, m in zip(kernel, max_lag, strict=True))
     corr = corr[(slice(None), slice(None)) + index].abs().clone()
     centre = tuple(m for m in max_lag)
     diagonal = torch.arange(w.shape[0])
@@ -143,7 +143,7 @@ def stability_chain(mus: Sequence, sparsities: Sequence, gamma_maxs: Sequence, t
             raise ValueError(f"mus, sparsities, gamma_maxs and thresholds must have the same non-zero length; "
                              f"{name} has length {len(seq)}, mus has {n}")
     eps = [nonneg_number(noise, "noise")]
-    for i, (mu, s, gmax, beta) in enumerate(zip(mus, sparsities, gamma_maxs, thresholds)):
+    for i, (mu, s, gmax, beta) in enumerate(zip(mus, sparsities, gamma_maxs, thresholds, strict=True)):
         mu = _coherence(mu)
         s = positive_int(s, f"sparsities[{i}]")
         gmax, beta = positive_number(gmax, f"gamma_maxs[{i}]"), nonneg_number(beta, f"thresholds[{i}]")

@@ -19,7 +19,7 @@ shares code with :func:`~cscnb.mlcsc.ml_fista` or :func:`~cscnb.mlcsc.ml_bp_prim
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -91,8 +91,8 @@ def ml_bp_admm(dictionaries: Sequence[LinearDictionary], y: torch.Tensor, lams, 
     ws = [torch.zeros(batch, k.shape[0], dtype=A.dtype) for k in ks]
     us = [torch.zeros_like(w) for w in ws]
     z = torch.zeros(batch, A.shape[1], dtype=A.dtype)
-    for iteration in range(1, n_iter + 1):
-        rhs = rhs0 + rho * sum((w - u) @ k for w, u, k in zip(ws, us, ks))
+    for iteration in range(1, n_iter + 1):  # noqa: B007 (returned: the iterations taken)
+        rhs = rhs0 + rho * sum((w - u) @ k for w, u, k in zip(ws, us, ks, strict=True))
         z = torch.cholesky_solve(rhs.T, factor).T
         worst = 0.0
         for i, k in enumerate(ks):
@@ -132,14 +132,14 @@ def ml_bp_dual_bound(dictionaries: Sequence[LinearDictionary], y: torch.Tensor, 
     z = z.detach().to(A.dtype)
     p = z @ A.T - y
     qs = []
-    for i, (q, k) in enumerate(zip(inner_duals, ks[:-1])):
+    for i, (q, k) in enumerate(zip(inner_duals, ks[:-1], strict=True)):
         if not isinstance(q, torch.Tensor) or q.shape != (y.shape[0], k.shape[0]):
             raise ValueError(f"inner_duals[{i}] must have shape {(y.shape[0], k.shape[0])}")
         qs.append(q.detach().to(A.dtype).clamp(-lams[i], lams[i]))
-    q_last = -(p @ A + sum((q @ k for q, k in zip(qs, ks[:-1])), torch.zeros_like(z)))
+    q_last = -(p @ A + sum((q @ k for q, k in zip(qs, ks[:-1], strict=True)), torch.zeros_like(z)))
     peak = q_last.abs().amax(dim=1)
     alpha = torch.where(peak > lams[-1], lams[-1] / peak.clamp_min(torch.finfo(A.dtype).tiny),
                         torch.ones_like(peak))
     lower = -0.5 * alpha ** 2 * p.pow(2).sum(dim=1) - alpha * (p * y).sum(dim=1)
-    value = 0.5 * p.pow(2).sum(dim=1) + sum(lam * (z @ k.T).abs().sum(dim=1) for lam, k in zip(lams, ks))
+    value = 0.5 * p.pow(2).sum(dim=1) + sum(lam * (z @ k.T).abs().sum(dim=1) for lam, k in zip(lams, ks, strict=True))
     return lower, value

@@ -9,8 +9,8 @@ by :mod:`cscnb.mlcsc`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from numbers import Real
-from typing import Sequence
 
 import torch
 
@@ -73,7 +73,7 @@ def per_layer(values, dictionaries, name: str) -> list:
         raise ValueError(f"{name} must have one entry per layer: {len(dictionaries)} dictionaries but "
                          f"{len(values)} {name}")
     shaped = []
-    for i, (value, d) in enumerate(zip(values, dictionaries)):
+    for i, (value, d) in enumerate(zip(values, dictionaries, strict=True)):
         label = f"{name}[{i}]"
         if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
             raise TypeError(f"{label} must be a non-negative number or a per-atom tensor, got {type(value).__name__}")
@@ -119,9 +119,9 @@ def synthesize_chain(dictionaries: Sequence[Dictionary], deepest_code: torch.Ten
     if deepest_code.ndim != expected_ndim or deepest_code.shape[1] != last.n_atoms:
         raise ValueError(f"deepest_code must have {expected_ndim} dimensions with n_atoms={last.n_atoms} "
                          f"in dimension 1, got shape {tuple(deepest_code.shape)}")
-    if signal_sizes is not None:
-        if not isinstance(signal_sizes, (list, tuple)) or len(signal_sizes) != len(dictionaries):
-            raise ValueError(f"signal_sizes must list one spatial size per layer ({len(dictionaries)})")
+    if signal_sizes is not None and (not isinstance(signal_sizes, (list, tuple))
+                                     or len(signal_sizes) != len(dictionaries)):
+        raise ValueError(f"signal_sizes must list one spatial size per layer ({len(dictionaries)})")
     layers = [deepest_code]
     for i in range(len(dictionaries) - 1, -1, -1):
         size = None if signal_sizes is None else signal_sizes[i]

@@ -1,6 +1,7 @@
 r"""The multi-layer basis pursuit (ML-BP) problem of chapter 6 and its solvers.
 
-.. math:: \min_{\Gamma_L}\ F(\Gamma_L) = \tfrac12\|x - D_1\cdots D_L\Gamma_L\|_2^2 + \sum_{i=1}^L\lambda_i\|\Gamma_i\|_1,
+.. math:: \min_{\Gamma_L}\ F(\Gamma_L) = \tfrac12\|x - D_1\cdots D_L\Gamma_L\|_2^2
+          + \sum_{i=1}^L\lambda_i\|\Gamma_i\|_1,
           \qquad \Gamma_i = D_{i+1}\cdots D_L\Gamma_L
 
 (:cite:t:`sulam2020multilayer`; chapter 6, ``eq-ch6-ml-bp``): :func:`ml_fista` (ML-ISTA/ML-FISTA,
@@ -9,8 +10,8 @@ fixed points) and :func:`ml_bp_primal_dual` (a slow but convergent reference sol
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -55,7 +56,7 @@ def _objective(dictionaries, x, deepest_code, lams):
     # ml_bp_objective without the argument checks (called once per iteration)
     chain = synthesize_chain(dictionaries, deepest_code, _sizes(dictionaries, x))
     value = 0.5 * _sum_per_sample((x - chain[0]).square())
-    for lam, gamma in zip(lams, chain[1:]):
+    for lam, gamma in zip(lams, chain[1:], strict=True):
         value = value + _sum_per_sample(lam * gamma.abs())
     return value
 
@@ -100,7 +101,8 @@ def _chain_lipschitz(dictionaries, x, n_iter=300) -> float:
 def _gradient_mappings(dictionaries, x, deepest, lams, steps, nonneg):
     r"""Nested proximal gradient mappings :math:`G_0,\dots,G_{L-1}` at the chain of ``deepest``.
 
-    :math:`G_0 = \Gamma_0 - x`; for :math:`i<L`: :math:`u_i = \operatorname{prox}_{\mu_i g_i}(\Gamma_i - \mu_i D_i^\top G_{i-1})`,
+    :math:`G_0 = \Gamma_0 - x`; for :math:`i<L`:
+    :math:`u_i = \operatorname{prox}_{\mu_i g_i}(\Gamma_i - \mu_i D_i^\top G_{i-1})`,
     :math:`G_i = (\Gamma_i - u_i)/\mu_i`. Returns the chain, the ``u_i`` and the ``G_i``.
     """
     chain = synthesize_chain(dictionaries, deepest, _sizes(dictionaries, x))
@@ -215,7 +217,8 @@ def ml_fista_gap_bound(dictionaries: Sequence[Dictionary], x: torch.Tensor, deep
     ``(gap, residual)``, both ``(B,)``:
 
     .. math:: \text{gap} = \sum_{i<L}\lambda_i\big(\|\Gamma_i\|_1 - \langle s_i, \Gamma_i\rangle\big),\qquad
-              \text{residual} = \operatorname{dist}_\infty\big(-D_L^\top G_{L-1},\ \lambda_L\,\partial\|\Gamma_L\|_1\big).
+              \text{residual} = \operatorname{dist}_\infty\big(-D_L^\top G_{L-1},\
+              \lambda_L\,\partial\|\Gamma_L\|_1\big).
 
     Chapter 6, theorem ``thm-ch6-ml-ista-fixed-point``: if ``residual`` is 0 (which holds exactly at
     a fixed point of the iteration) then :math:`F(\Gamma_L) \le \min F + \text{gap}`; the gap vanishes
@@ -259,7 +262,8 @@ def ml_bp_primal_dual(dictionaries: Sequence[Dictionary], x: torch.Tensor, lams,
     :math:`K_i = D_{i+1}\cdots D_L`, :math:`h_i = \lambda_i\|\cdot\|_1` (each :math:`+\,\iota_{\ge 0}` if
     ``nonneg``), and iterates
 
-    .. math:: \Gamma^{k+1} = \operatorname{prox}_{\tau g}\big(\Gamma^k - \tau\nabla f(\Gamma^k) - \tau\textstyle\sum_i K_i^\top y_i^k\big),\quad
+    .. math:: \Gamma^{k+1} = \operatorname{prox}_{\tau g}\big(\Gamma^k - \tau\nabla f(\Gamma^k)
+              - \tau\textstyle\sum_i K_i^\top y_i^k\big),\quad
               y_i^{k+1} = \operatorname{prox}_{\sigma h_i^*}\big(y_i^k + \sigma K_i(2\Gamma^{k+1} - \Gamma^k)\big),
 
     with :math:`\tau = 1/\|D_1\cdots D_L\|^2` and :math:`\sigma = 0.45/(\tau\sum_i\|K_i\|^2)`, so that

@@ -9,7 +9,7 @@ basis pursuit (one Lasso per layer). Codes are returned as lists ``[Γ_1, ..., �
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -57,7 +57,7 @@ def layered_thresholding(dictionaries: Sequence[Dictionary], x: torch.Tensor, th
     betas = per_layer(thresholds, dictionaries, "thresholds")
     shrink = nonneg_soft_threshold if nonneg else soft_threshold
     codes, gamma = [], x
-    for d, beta in zip(dictionaries, betas):
+    for d, beta in zip(dictionaries, betas, strict=True):
         gamma = shrink(d.analyze(gamma), beta)
         codes.append(gamma)
     return codes
@@ -83,7 +83,7 @@ def layered_basis_pursuit(dictionaries: Sequence[Dictionary], x: torch.Tensor, l
         if forbidden in solve_kwargs:
             raise ValueError(f"{forbidden} cannot be passed to layered_basis_pursuit (it differs per layer)")
     codes, gamma = [], x
-    for d, lam in zip(dictionaries, lams):
+    for d, lam in zip(dictionaries, lams, strict=True):
         # a per-atom conv λ was reshaped to (n_atoms, 1, ...); solve wants (n_atoms,) or a scalar
         lam_arg = lam.reshape(-1) if lam.ndim > 0 else lam
         gamma = solve(d, gamma, lam_arg, nonneg=nonneg, **solve_kwargs).z

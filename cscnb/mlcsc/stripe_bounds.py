@@ -20,8 +20,8 @@ With :math:`q_i = \|\Gamma_i\|_0` this is the global chain of :func:`~cscnb.mlcs
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from ..core.validation import check_int, nonneg_number, positive_number
 

@@ -9,8 +9,7 @@
 * :mod:`~cscnb.models.factory` — ``build_model``: a training configuration to a network, for
   ``python -m cscnb.train``.
 """
-from .classifiers import (DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN,
-                          with_unfolding)
+from .classifiers import DenseNetCNN, MLCSCNet, MSDCSCNet, NetworkConfig, PlainCNN, ResCSCNet, ResNetCNN, with_unfolding
 from .factory import build_model
 from .hierarchical import HierarchicalSparseCodingConfig, HierarchicalSparseCodingNet
 from .resnet import BasicBlock, ResNet, resnet18, resnet34, sdnet18, sdnet18_all, sdnet34, sdnet34_all

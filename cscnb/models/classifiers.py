@@ -100,7 +100,8 @@ class _Classifier(nn.Module):
 
 
 class MLCSCNet(_Classifier):
-    r"""ML-CSC classifier: every stage is two :class:`~cscnb.nn.blocks.UnfoldedCSCLayer` pursuits (chapter 7, ``eq-ch7-pursuit``).
+    r"""ML-CSC classifier: every stage is two :class:`~cscnb.nn.blocks.UnfoldedCSCLayer` pursuits
+    (chapter 7, ``eq-ch7-pursuit``).
 
     With ``n_unfold=0`` each layer is ``relu(conv(x, c·W) - c·θ)``: layered thresholding
     :cite:p:`papyan2017convolutional`, i.e. a :class:`PlainCNN` whose biases are constrained to be
@@ -128,7 +129,8 @@ class PlainCNN(_Classifier):
 
 
 class ResCSCNet(_Classifier):
-    r"""Res-CSC classifier :cite:p:`zhang2021towards`: stages are :class:`~cscnb.nn.blocks.ResCSCBlock` (chapter 7, ``eq-ch7-res-step``)."""
+    r"""Res-CSC classifier :cite:p:`zhang2021towards`: stages are :class:`~cscnb.nn.blocks.ResCSCBlock`
+    (chapter 7, ``eq-ch7-res-step``)."""
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)
@@ -139,7 +141,8 @@ class ResCSCNet(_Classifier):
 
 
 class ResNetCNN(_Classifier):
-    """ResNet counterpart of :class:`ResCSCNet` :cite:p:`he2016deep`: stages are :class:`~cscnb.nn.blocks.ResidualBlock`."""
+    """ResNet counterpart of :class:`ResCSCNet` :cite:p:`he2016deep`: stages are
+    :class:`~cscnb.nn.blocks.ResidualBlock`."""
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)
@@ -164,7 +167,8 @@ class MSDCSCNet(_Classifier):
 
 
 class DenseNetCNN(_Classifier):
-    """DenseNet counterpart of :class:`MSDCSCNet` :cite:p:`huang2017densely`: dilated :class:`~cscnb.nn.blocks.DenseBlock` + 1×1 transition."""
+    """DenseNet counterpart of :class:`MSDCSCNet` :cite:p:`huang2017densely`: dilated
+    :class:`~cscnb.nn.blocks.DenseBlock` + 1×1 transition."""
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)

@@ -93,7 +93,8 @@ class HierarchicalSparseCodingConfig:
     channels: tuple = (16, 32, 32)           # atoms per layer (code channels z_1, z_2, z_3)
     strides: tuple = (1, 2, 2)               # stride 2 down-samples instead of pooling: 8×8 → 8×8 → 4×4 → 2×2
     kernel_size: int = 3                     # square kernels
-    padding: int | None = None               # None = kernel_size // 2 ("same" size at stride 1); 0 for non-overlapping atoms
+    padding: int | None = None               # None = kernel_size // 2 ("same" size at stride 1);
+                                             # 0 for non-overlapping atoms
     n_iter: int = 1                          # proximal-gradient steps per layer (1 = a plain CNN layer)
     step: float = 1.0                        # step η; exact for orthogonal D (chapter 3); prop-ch4-first-ista-step
     threshold: float = 0.01                  # initial per-atom threshold θ = σ²λ (must be > 0 to be trainable)
@@ -167,7 +168,8 @@ class HierarchicalSparseCodingNet(nn.Module):
 
     def codes(self, x: torch.Tensor) -> list:
         r"""The codes :math:`\hat z_1, \dots, \hat z_L`: :math:`\hat z_\ell` = ``n_iter`` steps on
-        :math:`\min_{z \ge 0} \tfrac12\|\hat z_{\ell-1} - D_\ell z\|^2 + \theta_\ell^\top z` (chapter 4, ``eq-ch4-layer-map``)."""
+        :math:`\min_{z \ge 0} \tfrac12\|\hat z_{\ell-1} - D_\ell z\|^2 + \theta_\ell^\top z`
+        (chapter 4, ``eq-ch4-layer-map``)."""
         self._check_input(x)
         codes = []
         for layer in self.layers:
@@ -176,7 +178,8 @@ class HierarchicalSparseCodingNet(nn.Module):
         return codes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Class logits :math:`a = W\operatorname{vec}(\hat z_L) + b`, shape ``(batch, num_classes)`` (chapter 4, ``eq-ch4-logistic``)."""
+        r"""Class logits :math:`a = W\operatorname{vec}(\hat z_L) + b`, shape ``(batch, num_classes)``
+        (chapter 4, ``eq-ch4-logistic``)."""
         return self.classifier(self.codes(x)[-1].flatten(1))
 
     def operator_norm_bounds(self) -> list:
@@ -202,7 +205,8 @@ class HierarchicalSparseCodingNet(nn.Module):
         return self
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        r"""The posterior :math:`P(y = c \mid \hat z_L) = \operatorname{softmax}(a)_c`, shape ``(batch, num_classes)`` (chapter 4, ``eq-ch4-softmax``)."""
+        r"""The posterior :math:`P(y = c \mid \hat z_L) = \operatorname{softmax}(a)_c`, shape ``(batch, num_classes)``
+        (chapter 4, ``eq-ch4-softmax``)."""
         return torch.softmax(self.forward(x), dim=1)
 
     def to_sequential(self) -> nn.Sequential:
@@ -222,10 +226,11 @@ class HierarchicalSparseCodingNet(nn.Module):
 
     @classmethod
     def from_sequential(cls, sequential: nn.Sequential, *, image_size: int, step: float = 1.0,
-                        n_iter: int = 1) -> "HierarchicalSparseCodingNet":
+                        n_iter: int = 1) -> HierarchicalSparseCodingNet:
         r"""Read a ``Conv2d → ReLU → … → Flatten → Linear`` CNN (one square kernel and padding, biases <= 0) as a model.
 
-        Inverse of :meth:`to_sequential` (chapter 4, ``eq-ch4-cnn``): :math:`W_\ell = w_\ell/\eta`, :math:`\theta_\ell = -b_\ell/\eta`.
+        Inverse of :meth:`to_sequential` (chapter 4, ``eq-ch4-cnn``): :math:`W_\ell = w_\ell/\eta`,
+        :math:`\theta_\ell = -b_\ell/\eta`.
         """
         if not isinstance(sequential, nn.Sequential):
             raise TypeError(f"sequential must be an nn.Sequential, got {type(sequential).__name__}")

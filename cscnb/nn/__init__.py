@@ -16,14 +16,44 @@
 """
 from .admissible import rescale_to_step_bound
 from .blocks import DenseBlock, MSDCSCBlock, ResCSCBlock, ResidualBlock, conv_operator_norm, dilate_kernel
-from .conversion import convert
-from .csc_layer import (ATOM_NORMS, BACKWARDS, STEP_FACTOR, CSCLayer, csc_code, frozen_step_size, test_time_lam,
-                        unit_norm_atoms)
-from .csc_ops import (SYNTHESES, SYNTHESIS_CHOICES, FusedProxGrad, PowerIterationStep, code_shape, conv_gram,
-                      fastest_synthesis, flipped_available, resolve_synthesis, synchronize, synthesis_operator)
-from .lista import (ACTIVATIONS, ALISTA, LISTA, LISTACP, UnrolledConfig, activation_fn, empirical_rate, firm_threshold,
-                    hopfield_energy, iterate_errors, theorem_thresholds)
 from .conv_lista import ConvLISTACP
+from .conversion import convert
+from .csc_layer import (
+    ATOM_NORMS,
+    BACKWARDS,
+    STEP_FACTOR,
+    CSCLayer,
+    csc_code,
+    frozen_step_size,
+    test_time_lam,
+    unit_norm_atoms,
+)
+from .csc_ops import (
+    SYNTHESES,
+    SYNTHESIS_CHOICES,
+    FusedProxGrad,
+    PowerIterationStep,
+    code_shape,
+    conv_gram,
+    fastest_synthesis,
+    flipped_available,
+    resolve_synthesis,
+    synchronize,
+    synthesis_operator,
+)
+from .lista import (
+    ACTIVATIONS,
+    ALISTA,
+    LISTA,
+    LISTACP,
+    UnrolledConfig,
+    activation_fn,
+    empirical_rate,
+    firm_threshold,
+    hopfield_energy,
+    iterate_errors,
+    theorem_thresholds,
+)
 from .sparse_coding import SparseCodingConv2d, SparseCodingLinear
 from .unfolded import UnfoldedCSCLayer
 

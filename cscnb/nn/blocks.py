@@ -24,9 +24,23 @@ import torch
 import torch.nn as nn
 
 from ..core.validation import nonneg_int, positive_int
-from .unfolded import (CONV, CONV_MODULE, CONV_T, UnfoldedCSCLayer, check_dilations, check_dim, check_input,
-                       check_method, checked_step, conv_operator_norm, dilate_kernel, init_weight, odd_kernel,
-                       proximal_steps, threshold_param)
+from .unfolded import (
+    CONV,
+    CONV_MODULE,
+    CONV_T,
+    UnfoldedCSCLayer,
+    check_dilations,
+    check_dim,
+    check_input,
+    check_method,
+    checked_step,
+    conv_operator_norm,
+    dilate_kernel,
+    init_weight,
+    odd_kernel,
+    proximal_steps,
+    threshold_param,
+)
 
 __all__ = ["conv_operator_norm", "dilate_kernel", "UnfoldedCSCLayer", "ResCSCBlock", "ResidualBlock",
            "MSDCSCBlock", "DenseBlock"]
@@ -115,16 +129,18 @@ class ResCSCBlock(nn.Module):
         z = torch.relu(x - c * gradient(x) - c * theta)
         return proximal_steps(x, z, gradient, theta, c, self.n_unfold, self.method)
 
-    def to_resnet_block(self, *, exact: bool = True) -> "ResidualBlock":
+    def to_resnet_block(self, *, exact: bool = True) -> ResidualBlock:
         r"""The :class:`ResidualBlock` equal to this block's first step (needs ``n_unfold == 0``).
 
-        ``exact=True`` absorbs :math:`-cD_i^\top D_i x` with :math:`u = \operatorname{ReLU}(u) - \operatorname{ReLU}(-u)`:
+        ``exact=True`` absorbs :math:`-cD_i^\top D_i x` with
+        :math:`u = \operatorname{ReLU}(u) - \operatorname{ReLU}(-u)`:
         hidden channels :math:`[\,A^\top x - \theta_{i-1};\ D_i x;\ -D_i x\,]`, second weights
         :math:`c[\,D_i^\top, -D_i^\top, D_i^\top\,]` (``eq-ch7-absorbed``). ``exact=False`` drops the term,
         the common reading of the block (``eq-ch7-common``).
         """
         if self.n_unfold != 0:
-            raise ValueError(f"only the first step (n_unfold=0) is a ResNet block; this block has n_unfold={self.n_unfold}")
+            raise ValueError("only the first step (n_unfold=0) is a ResNet block; "
+                             f"this block has n_unfold={self.n_unfold}")
         A, B = self.analysis_weight.detach(), self.dictionary_weight.detach()
         # D_i z = conv_transpose(z, B) = conv(z, B^T flipped): a convolution C -> hidden
         synth = B.transpose(0, 1).flip(dims=tuple(range(2, 2 + self.dim)))
@@ -144,7 +160,8 @@ class ResCSCBlock(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    r"""The ResNet basic block without normalization :cite:p:`he2016deep`: :math:`\operatorname{ReLU}(x + W_2\operatorname{ReLU}(W_1x + b_1) + b_2)`.
+    r"""The ResNet basic block without normalization :cite:p:`he2016deep`:
+    :math:`\operatorname{ReLU}(x + W_2\operatorname{ReLU}(W_1x + b_1) + b_2)`.
 
     Chapter 7, ``eq-ch7-resnet``.
     """
@@ -200,7 +217,8 @@ class MSDCSCBlock(nn.Module):
 
     def step_bound(self) -> float:
         r""":math:`\min_\ell 1/\|D_\ell\|_2^2 = \min_\ell 1/(1 + \|W_\ell\|_2^2)` (``eq-ch8-step-bound``)."""
-        return min(1.0 / (1.0 + conv_operator_norm(w, r) ** 2) for w, r in zip(self.weights, self.dilations))
+        return min(1.0 / (1.0 + conv_operator_norm(w, r) ** 2)
+                   for w, r in zip(self.weights, self.dilations, strict=True))
 
     def check_step(self) -> None:
         checked_step(self.step, self.step_bound())
@@ -221,7 +239,7 @@ class MSDCSCBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.in_channels, self.dim)
-        for weight, rate, theta in zip(self.weights, self.dilations, self.threshold_params):
+        for weight, rate, theta in zip(self.weights, self.dilations, self.threshold_params, strict=True):
             x = self._layer(x, weight, rate, theta)
         return x
 
@@ -230,27 +248,32 @@ class MSDCSCBlock(nn.Module):
         return [self.step ** (n_groups - 1 - j) for j in range(n_groups)]
 
     def output_scales(self) -> torch.Tensor:
-        r"""Per-channel :math:`s` with ``block(x) == s * dense(x)`` (:math:`c^{L}` on the input, :math:`c^{L-j}` on :math:`f_j`)."""
+        r"""Per-channel :math:`s` with ``block(x) == s * dense(x)`` (:math:`c^{L}` on the input,
+        :math:`c^{L-j}` on :math:`f_j`)."""
         sizes = [self.in_channels] + [self.growth] * len(self.dilations)
-        return torch.cat([torch.full((n,), s) for n, s in zip(sizes, self._group_scales(len(sizes)))])
+        return torch.cat([torch.full((n,), s) for n, s in zip(sizes, self._group_scales(len(sizes)), strict=True)])
 
-    def to_dense_block(self) -> "DenseBlock":
-        r"""The :class:`DenseBlock` with :math:`V_\ell = cW_\ell\operatorname{diag}(c^{\ell-1-j})`, :math:`b_\ell = -c\theta_\ell` (``eq-ch8-dense-weights``)."""
+    def to_dense_block(self) -> DenseBlock:
+        r"""The :class:`DenseBlock` with :math:`V_\ell = cW_\ell\operatorname{diag}(c^{\ell-1-j})`,
+        :math:`b_\ell = -c\theta_\ell` (``eq-ch8-dense-weights``)."""
         if self.n_unfold != 0:
-            raise ValueError(f"only the first step (n_unfold=0) is a dense block; this block has n_unfold={self.n_unfold}")
+            raise ValueError("only the first step (n_unfold=0) is a dense block; "
+                             f"this block has n_unfold={self.n_unfold}")
         dense = DenseBlock(self.in_channels, self.growth, self.kernel_size, self.dilations, dim=self.dim)
         dense = dense.to(self.weights[0])
         with torch.no_grad():
-            for i, (conv, w, theta) in enumerate(zip(dense.convs, self.weights, self.threshold_params)):
+            for i, (conv, w, theta) in enumerate(zip(dense.convs, self.weights, self.threshold_params, strict=True)):
                 sizes = [self.in_channels] + [self.growth] * i
-                scale = torch.cat([torch.full((n,), s) for n, s in zip(sizes, self._group_scales(i + 1))]).to(w)
+                scale = torch.cat([torch.full((n,), s)
+                                   for n, s in zip(sizes, self._group_scales(i + 1), strict=True)]).to(w)
                 conv.weight.copy_(self.step * w * scale.view(1, -1, *(1,) * self.dim))
                 conv.bias.copy_(-self.step * theta.abs())
         return dense
 
 
 class DenseBlock(nn.Module):
-    r"""A dense block of dilated convolutions :cite:p:`huang2017densely,yu2016multiscale` (chapter 8, ``eq-ch8-densenet``).
+    r"""A dense block of dilated convolutions :cite:p:`huang2017densely,yu2016multiscale`
+    (chapter 8, ``eq-ch8-densenet``).
 
     :math:`f_\ell = \operatorname{ReLU}(V_\ell * [x, f_1, \dots, f_{\ell-1}] + b_\ell)` with dilation ``dilations[ℓ]``;
     the output is the concatenation :math:`[x, f_1, \dots, f_L]`.

@@ -60,8 +60,15 @@ from numbers import Real
 import torch
 import torch.nn as nn
 
-from ..core.validation import (check_bool, check_choice, check_int, check_number, conv2d_geometry, nonneg_number,
-                               positive_int)
+from ..core.validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    conv2d_geometry,
+    nonneg_number,
+    positive_int,
+)
 from .csc_functional import BACKWARDS, _code, csc_code, unit_norm_atoms
 from .csc_ops import SYNTHESIS_CHOICES, PowerIterationStep, code_shape, conv_gram, flipped_available, resolve_synthesis
 

@@ -17,9 +17,9 @@ soft threshold, ReLU with bias :math:`-\theta` (non-negative codes), hard thresh
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Sequence
 
 import torch
 import torch.nn as nn

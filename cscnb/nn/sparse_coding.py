@@ -122,7 +122,8 @@ class SparseCodingConv2d(nn.Module):
     def to_conv2d(self) -> nn.Conv2d:
         r"""The ``nn.Conv2d`` (weight :math:`\eta W`, bias :math:`-\eta\theta`) whose ReLU equals this layer.
 
-        :math:`\operatorname{ReLU}(\eta D^\top x - \eta\theta) = \operatorname{ReLU}(\texttt{conv2d}(x, \eta W) - \eta\theta)`,
+        :math:`\operatorname{ReLU}(\eta D^\top x - \eta\theta)
+        = \operatorname{ReLU}(\texttt{conv2d}(x, \eta W) - \eta\theta)`,
         chapter 3, ``eq-ch3-conv-relu``. Only a one-step layer (``n_iter == 1``) is a single convolution.
         """
         if self.n_iter != 1:
@@ -136,8 +137,9 @@ class SparseCodingConv2d(nn.Module):
         return conv
 
     @classmethod
-    def from_conv2d(cls, conv: nn.Conv2d, *, n_iter: int = 1, step: float = 1.0) -> "SparseCodingConv2d":
-        r"""The sparse-coding layer whose one step equals ``relu(conv(x))``: :math:`W = w/\eta`, :math:`\theta = -b/\eta`.
+    def from_conv2d(cls, conv: nn.Conv2d, *, n_iter: int = 1, step: float = 1.0) -> SparseCodingConv2d:
+        r"""The sparse-coding layer whose one step equals ``relu(conv(x))``: :math:`W = w/\eta`,
+        :math:`\theta = -b/\eta`.
 
         Inverse of :meth:`to_conv2d` (chapter 3, ``eq-ch3-conv-relu``). Raises ``ValueError`` if the bias has
         positive entries (a negative threshold), for grouped convolutions and string paddings.
@@ -220,16 +222,19 @@ class SparseCodingLinear(nn.Module):
         return linear
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, *, n_iter: int = 1, step: float = 1.0) -> "SparseCodingLinear":
-        r"""The sparse-coding layer whose one step equals ``relu(linear(x))``: :math:`W = w/\eta`, :math:`\theta = -b/\eta \ge 0`.
+    def from_linear(cls, linear: nn.Linear, *, n_iter: int = 1, step: float = 1.0) -> SparseCodingLinear:
+        r"""The sparse-coding layer whose one step equals ``relu(linear(x))``: :math:`W = w/\eta`,
+        :math:`\theta = -b/\eta \ge 0`.
 
-        Inverse of :meth:`to_linear` (chapter 2, ``eq-relu-bias``); raises ``ValueError`` if the bias has positive entries.
+        Inverse of :meth:`to_linear` (chapter 2, ``eq-relu-bias``); raises ``ValueError`` if the bias has
+        positive entries.
         """
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
         step = positive_number(step, "step")
         w = linear.weight.detach()
-        layer = cls(linear.in_features, linear.out_features, n_iter=n_iter, step=step).to(device=w.device, dtype=w.dtype)
+        layer = cls(linear.in_features, linear.out_features, n_iter=n_iter, step=step).to(device=w.device,
+                                                                                          dtype=w.dtype)
         with torch.no_grad():
             layer.weight.copy_(w / step)
             layer.threshold_param.copy_(_threshold_from_bias(linear.bias, linear.out_features, step, w))

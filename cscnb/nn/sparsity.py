@@ -129,7 +129,8 @@ def l1_activation_penalty(activations) -> torch.Tensor:
 
 
 def hoyer_square_penalty(activations, eps: float = 1e-12) -> torch.Tensor:
-    r"""DeepHoyer's Hoyer-square :cite:p:`yang2020deephoyer` on activations, per sample, normalised by size (``eq-ch11-hoyer-square``).
+    r"""DeepHoyer's Hoyer-square :cite:p:`yang2020deephoyer` on activations, per sample, normalised by size
+    (``eq-ch11-hoyer-square``).
 
     .. math:: R_H(a^{(1)}, \dots, a^{(L)}) = \sum_\ell \frac{1}{B}\sum_{b=1}^{B}
               \frac{1}{n_\ell}\,\frac{\|a^{(\ell)}_b\|_1^2}{\|a^{(\ell)}_b\|_2^2} \in [0, L],
@@ -209,7 +210,8 @@ def replace_relus(model: nn.Module, make_activation) -> int:
     r"""Replace every ``nn.ReLU`` :math:`a = \max(u, 0)` of ``model`` in place by ``make_activation()``.
 
     Builds the networks of chapter 11 whose activations are ``eq-ch11-shifted-relu`` or
-    ``eq-ch11-topk``; returns how many modules were replaced. Functional ReLUs (``torch.relu`` inside a ``forward``) are not modules and stay. Chapter 11.
+    ``eq-ch11-topk``; returns how many modules were replaced. Functional ReLUs (``torch.relu`` inside a
+    ``forward``) are not modules and stay. Chapter 11.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -242,7 +244,8 @@ PENALTIES = {"l1": l1_activation_penalty, "hoyer": hoyer_square_penalty}
 
 
 class ActivationPenalty:
-    r"""The scheduled activation penalty :math:`\lambda_t R(a^{(1)}, \dots, a^{(L)})` of chapter 11 (``eq-ch11-training-loss``).
+    r"""The scheduled activation penalty :math:`\lambda_t R(a^{(1)}, \dots, a^{(L)})` of chapter 11
+    (``eq-ch11-training-loss``).
 
     For :func:`cscnb.train.fit` (``penalty=``): :meth:`collect` records, through forward hooks that are
     always removed, the outputs of the model's activation modules (``nn.ReLU``, :class:`ShiftedReLU`,

@@ -7,8 +7,16 @@
   of a CSC layer and wall time for an assumed throughput (chapter 14).
 """
 from .cost_models import csc_layer_macs, training_flops, training_hours
-from .timers import (conv_primitive_calls, csc_layer_floor, forward_backward_call, forward_call,
-                     interleaved_medians, interleaved_times, layer_costs, step_size_share)
+from .timers import (
+    conv_primitive_calls,
+    csc_layer_floor,
+    forward_backward_call,
+    forward_call,
+    interleaved_medians,
+    interleaved_times,
+    layer_costs,
+    step_size_share,
+)
 
 __all__ = ["interleaved_medians", "interleaved_times", "forward_call", "forward_backward_call", "csc_layer_floor",
            "step_size_share", "conv_primitive_calls", "layer_costs", "csc_layer_macs", "training_flops",

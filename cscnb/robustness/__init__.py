@@ -14,8 +14,16 @@ paper scale (chapter 14).
   (chapter 14). Imported on first use: ``import cscnb.robustness`` does not load the training system.
 """
 from .attacks import fgsm, pgd, project_to_ball, steepest_ascent_direction
-from .corruptions import (CIFAR10C_PARAMETERS, CORRUPTIONS, corrupt, corruption_parameter, gaussian_noise,
-                          impulse_noise, shot_noise, speckle_noise)
+from .corruptions import (
+    CIFAR10C_PARAMETERS,
+    CORRUPTIONS,
+    corrupt,
+    corruption_parameter,
+    gaussian_noise,
+    impulse_noise,
+    shot_noise,
+    speckle_noise,
+)
 from .noises import SDNET_LAMS, SDNET_NOISE_LEVELS, SDNET_NOISES, sdnet_noise
 from .sparse_prior import CODE_METHODS, TRAINING_VARIANTS, code_problem, code_sets, code_sweep, train_variant
 from .sweeps import csc_layers, lam_sweep, recalibrate_batchnorm, select_lam

@@ -112,7 +112,7 @@ def fit_lam_line(errors, best_lams, *, grid, reference_lam: float) -> LamLine:
     if not grid:
         raise ValueError("grid must hold at least one λ")
     return LamLine(float(intercept), float(slope), grid, float(reference_lam),
-                   tuple((float(a), float(b)) for a, b in zip(r, lam)))
+                   tuple((float(a), float(b)) for a, b in zip(r, lam, strict=True)))
 
 
 def adaptive_logits(model: nn.Module, x: torch.Tensor, line: LamLine, *, target: nn.Module | None = None) -> tuple:

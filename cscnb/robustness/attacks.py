@@ -61,7 +61,8 @@ def _per_sample_l2(v: torch.Tensor) -> torch.Tensor:
 
 
 def steepest_ascent_direction(gradient: torch.Tensor, norm: str = "linf") -> torch.Tensor:
-    r"""Per sample, :math:`\argmax_{\|u\| \le 1} g^\top u`: :math:`\operatorname{sign}(g)` (ℓ∞) or :math:`g/\|g\|_2` (ℓ2).
+    r"""Per sample, :math:`\argmax_{\|u\| \le 1} g^\top u`: :math:`\operatorname{sign}(g)` (ℓ∞) or
+    :math:`g/\|g\|_2` (ℓ2).
 
     A zero gradient gives the zero direction. Chapter 13, ``thm-ch13-worst-case``.
     """

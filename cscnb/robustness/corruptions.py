@@ -59,7 +59,8 @@ def _check_generator(generator, x: torch.Tensor) -> None:
 
 
 def corruption_parameter(name: str, severity: int) -> float:
-    r"""The published CIFAR-10-C parameter :math:`\theta_{\text{name}}(k)` of corruption ``name`` at severity :math:`k \in \{1, \dots, 5\}`.
+    r"""The published CIFAR-10-C parameter :math:`\theta_{\text{name}}(k)` of corruption ``name`` at severity
+    :math:`k \in \{1, \dots, 5\}`.
 
     :math:`\sigma` (gaussian, speckle), photons :math:`c` (shot) or fraction :math:`p` (impulse); table in the module
     docstring :cite:p:`hendrycks2019benchmarking`. Chapter 13 (noise model ``eq-ch13-noise``).
@@ -73,7 +74,8 @@ def corruption_parameter(name: str, severity: int) -> float:
 
 
 def gaussian_noise(x: torch.Tensor, sigma: float, *, generator=None) -> torch.Tensor:
-    r"""Additive Gaussian noise :math:`\operatorname{clip}_{[0,1]}(x + \sigma\varepsilon)`, :math:`\varepsilon \sim N(0, I)`.
+    r"""Additive Gaussian noise :math:`\operatorname{clip}_{[0,1]}(x + \sigma\varepsilon)`,
+    :math:`\varepsilon \sim N(0, I)`.
 
     The noise model of chapter 13, ``eq-ch13-noise`` (before clipping). ``x`` in :math:`[0, 1]`.
     """
@@ -88,7 +90,8 @@ def shot_noise(x: torch.Tensor, photons: float, *, generator=None) -> torch.Tens
     r"""Shot (Poisson) noise :math:`\operatorname{clip}_{[0,1]}(k / c)`, :math:`k \sim \operatorname{Poisson}(c\,x)`.
 
     A pixel of intensity :math:`x` collects on average :math:`c\,x` photons, so the relative noise falls as
-    :math:`1/\sqrt{c x}` (fewer photons = more severe). Chapter 13 (noise model ``eq-ch13-noise``). ``x`` in :math:`[0, 1]`.
+    :math:`1/\sqrt{c x}` (fewer photons = more severe). Chapter 13 (noise model ``eq-ch13-noise``).
+    ``x`` in :math:`[0, 1]`.
     """
     _check_images(x)
     photons = nonneg_number(photons, "photons")
@@ -113,7 +116,8 @@ def impulse_noise(x: torch.Tensor, amount: float, *, generator=None) -> torch.Te
 
 
 def speckle_noise(x: torch.Tensor, sigma: float, *, generator=None) -> torch.Tensor:
-    r"""Multiplicative (speckle) noise :math:`\operatorname{clip}_{[0,1]}(x + x\,\sigma\varepsilon)`, :math:`\varepsilon \sim N(0, I)`.
+    r"""Multiplicative (speckle) noise :math:`\operatorname{clip}_{[0,1]}(x + x\,\sigma\varepsilon)`,
+    :math:`\varepsilon \sim N(0, I)`.
 
     Zero pixels stay zero; the noise standard deviation is proportional to the intensity. Chapter 13,
     ``eq-ch13-noise``. ``x`` in :math:`[0, 1]`.
@@ -132,7 +136,8 @@ def corrupt(x: torch.Tensor, name: str, severity: int, *, generator=None) -> tor
     r"""Corrupt images ``x`` (intensities in :math:`[0, 1]`) with CIFAR-10-C noise ``name`` at ``severity`` 1..5.
 
     ``name`` is one of ``"gaussian"``, ``"shot"``, ``"impulse"``, ``"speckle"``; the parameters are the
-    published CIFAR-10-C ones :cite:p:`hendrycks2019benchmarking` (module docstring). Chapter 13 (noise model ``eq-ch13-noise``).
+    published CIFAR-10-C ones :cite:p:`hendrycks2019benchmarking` (module docstring). Chapter 13
+    (noise model ``eq-ch13-noise``).
     """
     parameter = corruption_parameter(name, severity)
     return _APPLY[name](x, parameter, generator=generator)

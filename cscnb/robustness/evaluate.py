@@ -255,8 +255,8 @@ def evaluate_run(run: LoadedRun, *, lams, layers: str = "stem", noises=None, cif
                 mine.append((error[lams.index(reference)] if reference in lams else error[0],
                              select_lam(lams, accuracy)))
             points += mine
-            lines[name] = fit_lam_line(*zip(*mine), grid=lams, reference_lam=reference)
-        lines["pooled"] = fit_lam_line(*zip(*points), grid=lams, reference_lam=reference)
+            lines[name] = fit_lam_line(*zip(*mine, strict=True), grid=lams, reference_lam=reference)
+        lines["pooled"] = fit_lam_line(*zip(*points, strict=True), grid=lams, reference_lam=reference)
     report["adaptive_lines"] = {name: line.as_dict() for name, line in lines.items()}
 
     # phase 2: every condition on the evaluation images: the fixed-λ sweep beside the adaptive rule

@@ -13,8 +13,16 @@
 * :mod:`~cscnb.solvers.admm` — ADMM with per-frequency Woodbury solves (``method="admm_fourier"``).
 """
 from .admm import fourier_admm
-from .engine import (MOMENTA, extrapolate, fista_momentum, fista_step, fista_steps, forward_backward, gradient_restart,
-                     proximal_gradient)
+from .engine import (
+    MOMENTA,
+    extrapolate,
+    fista_momentum,
+    fista_step,
+    fista_steps,
+    forward_backward,
+    gradient_restart,
+    proximal_gradient,
+)
 from .fourier import DOMAINS, FourierConvOperator, fourier_applicable, fourier_fista, prefer_fourier, use_fourier
 from .lasso import METHODS, SolveHistory, SolveResult, kkt_residual, objective, solve
 from .restart import restarted_fista

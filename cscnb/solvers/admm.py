@@ -14,7 +14,8 @@ by the scaled-form ADMM of Boyd et al. (2011) with over-relaxation :math:`\alpha
 For a circular dictionary (:mod:`cscnb.solvers.fourier`) :math:`D^\top D + \rho I` is block diagonal in
 the Fourier domain: one :math:`M \times M` matrix :math:`\hat H^{\mathsf H}\hat H + \rho I` per
 frequency, inverted by the Woodbury identity
-:math:`(\hat H^{\mathsf H}\hat H + \rho I)^{-1} b = \big(b - \hat H^{\mathsf H}(\rho I + \hat H\hat H^{\mathsf H})^{-1}\hat H b\big)/\rho`,
+:math:`(\hat H^{\mathsf H}\hat H + \rho I)^{-1} b =
+\big(b - \hat H^{\mathsf H}(\rho I + \hat H\hat H^{\mathsf H})^{-1}\hat H b\big)/\rho`,
 a scalar division for one channel (Sherman–Morrison). This is the algorithm of Wohlberg (2016,
 "Efficient algorithms for convolutional sparse representations"), written here from the formulas
 above; :math:`\rho` is adapted by residual balancing (Boyd et al., 2011, §3.4.1; Wohlberg, 2015).

@@ -112,7 +112,7 @@ class FourierConvOperator:
         # the atom on the signal grid: tap j (times the dilation) lands at j·d − padding (mod n)
         grid = weight.new_zeros(*weight.shape[:2], *self.signal_size)
         index = [slice(None), slice(None)]
-        for n, k, d in zip(self.signal_size, dictionary.kernel_size, dictionary.dilation):
+        for _n, k, d in zip(self.signal_size, dictionary.kernel_size, dictionary.dilation, strict=True):
             index.append(slice(0, d * (k - 1) + 1, d))
         grid[tuple(index)] = weight
         grid = torch.roll(grid, shifts=tuple(-p for p in dictionary.padding), dims=self.dims)

@@ -56,7 +56,8 @@ class SolveResult:
 
 def _check_inputs(dictionary, x, lam, mu, z0=None):
     if not isinstance(dictionary, Dictionary):
-        raise TypeError(f"dictionary must be a cscnb LinearDictionary or ConvDictionary, got {type(dictionary).__name__}")
+        raise TypeError("dictionary must be a cscnb LinearDictionary or ConvDictionary, "
+                        f"got {type(dictionary).__name__}")
     dictionary.check_signal(x, "x")
     if x.shape[0] == 0:
         raise ValueError("x must contain at least one sample, got an empty batch")
@@ -157,7 +158,8 @@ def _objective(dictionary, x, z, lam_t, mu, signal_size):
 
 
 def objective(dictionary, x, z, lam, mu=0.0) -> torch.Tensor:
-    r"""Per-sample objective :math:`\tfrac12\|x - Dz\|^2 + \sum_i\lambda_i|z_i| + \tfrac{\mu}{2}\|z\|^2`, shape ``(B,)``.
+    r"""Per-sample objective :math:`\tfrac12\|x - Dz\|^2 + \sum_i\lambda_i|z_i| + \tfrac{\mu}{2}\|z\|^2`,
+    shape ``(B,)``.
 
     Implements chapter 1, equation ``eq-map-objective`` (with the elastic-net term of chapter 12).
     """
@@ -310,6 +312,7 @@ def _iterate(prox_grad, z, momentum: bool, max_iter: int, tol: float, step: floa
         final = objectives[-1] if keep_history else objective_fn(z).detach()
     hist = None
     if keep_history:
-        hist = SolveHistory(objective=torch.stack(objectives), relative_change=torch.tensor(changes, dtype=torch.float64),
+        hist = SolveHistory(objective=torch.stack(objectives),
+                            relative_change=torch.tensor(changes, dtype=torch.float64),
                             step=torch.full((len(changes),), step, dtype=torch.float64))
     return SolveResult(z=z, n_iter=k, converged=state["converged"], objective=final, history=hist)

@@ -86,7 +86,7 @@ class _SupportPolish:
         support, signs = z != 0, torch.sign(z).to(torch.int8)
         pending = torch.arange(z.shape[0], device=z.device)
         found_idx, found_codes = [], []
-        for round_ in range(self.rounds if rounds is None else rounds):
+        for _round in range(self.rounds if rounds is None else rounds):
             sizes = support.sum(dim=1)
             usable = (sizes > 0) & (sizes <= self.max_support)
             if not bool(usable.all()):

@@ -16,18 +16,49 @@ r"""Theory of sparse coding checked by the chapters: coherence bounds, brute for
   maps by cases, KKT cases; chapters 1, 2, 6, 11 and 12). Not imported here: SymPy is slow to
   load, so ``cscnb.theory.symbolic`` (or ``cscnb.symbolic``) loads it on first use.
 """
-from .bounds import (deep_stability_bounds, deep_uniqueness_holds, generalized_coherence,
-                     generalized_coherence_weights, incoherent_dictionary, lista_cp_rate_constant, mutual_coherence,
-                     spark_lower_bound, stability_bound, uniqueness_bound, welch_bound)
-from .bruteforce import (BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
-                         sparsest_solutions_bruteforce, worst_stable_code_bruteforce)
-from .bruteforce import exact_representations_bruteforce
+from .bounds import (
+    deep_stability_bounds,
+    deep_uniqueness_holds,
+    generalized_coherence,
+    generalized_coherence_weights,
+    incoherent_dictionary,
+    lista_cp_rate_constant,
+    mutual_coherence,
+    spark_lower_bound,
+    stability_bound,
+    uniqueness_bound,
+    welch_bound,
+)
+from .bruteforce import (
+    BruteForceSolutions,
+    WorstStableCode,
+    exact_representations_bruteforce,
+    restricted_min_eigenvalue_bruteforce,
+    spark_bruteforce,
+    sparsest_solutions_bruteforce,
+    worst_stable_code_bruteforce,
+)
 from .dilation import circular_conv_coherence, dilation_support, effective_kernel
-from .stripe import stripe_counts, stripe_norm
-from .stripe import (StripeGeometry, patch_norm, stripe_geometry, stripe_restricted_min_eigenvalue_bruteforce,
-                     stripe_spark_bruteforce, stripe_supports)
-from .rates import (RateBlock, RateSchedule, conv_generalized_coherence, conv_generalized_coherence_weights,
-                    deep_rate_chain, noise_patch_norm, rate_schedule, window_counts)
+from .rates import (
+    RateBlock,
+    RateSchedule,
+    conv_generalized_coherence,
+    conv_generalized_coherence_weights,
+    deep_rate_chain,
+    noise_patch_norm,
+    rate_schedule,
+    window_counts,
+)
+from .stripe import (
+    StripeGeometry,
+    patch_norm,
+    stripe_counts,
+    stripe_geometry,
+    stripe_norm,
+    stripe_restricted_min_eigenvalue_bruteforce,
+    stripe_spark_bruteforce,
+    stripe_supports,
+)
 
 __all__ = ["mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
            "welch_bound", "incoherent_dictionary", "spark_lower_bound", "uniqueness_bound", "stability_bound",

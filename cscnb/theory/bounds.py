@@ -15,13 +15,18 @@ import operator
 
 import torch
 
-# the exhaustive checks live in their own module (size); re-exported so chapters import from one place
-from .bruteforce import (
-    BruteForceSolutions, WorstStableCode, restricted_min_eigenvalue_bruteforce, spark_bruteforce,
-    sparsest_solutions_bruteforce, worst_stable_code_bruteforce,
-)
 from ..core.dictionary import mutual_coherence
 from ..core.validation import check_choice
+
+# the exhaustive checks live in their own module (size); re-exported so chapters import from one place
+from .bruteforce import (
+    BruteForceSolutions,
+    WorstStableCode,
+    restricted_min_eigenvalue_bruteforce,
+    spark_bruteforce,
+    sparsest_solutions_bruteforce,
+    worst_stable_code_bruteforce,
+)
 
 __all__ = [
     "mutual_coherence", "generalized_coherence", "generalized_coherence_weights", "lista_cp_rate_constant",
@@ -269,7 +274,7 @@ def deep_uniqueness_holds(mus, sparsities) -> bool:
     ``eq-deep-uniqueness``.
     """
     mus, sparsities = _check_layers(mus, sparsities)
-    return all(s < uniqueness_bound(m) for m, s in zip(mus, sparsities))
+    return all(s < uniqueness_bound(m) for m, s in zip(mus, sparsities, strict=True))
 
 
 def deep_stability_bounds(eps, mus, sparsities, *, mode: str = "layered") -> list:
@@ -290,7 +295,7 @@ def deep_stability_bounds(eps, mus, sparsities, *, mode: str = "layered") -> lis
     if mode not in ("layered", "consistent"):
         raise ValueError(f"mode must be 'layered' or 'consistent', got {mode!r}")
     bounds, previous = [], eps
-    for layer, (mu, s) in enumerate(zip(mus, sparsities)):
+    for layer, (mu, s) in enumerate(zip(mus, sparsities, strict=True)):
         try:
             squared = stability_bound(previous, mu, s)
         except ValueError as error:

@@ -8,7 +8,8 @@ derivation, equations ``eq-ch10-stripe-recursion`` and ``eq-ch10-deep-chain``):
 
 * :func:`rate_schedule` — the thresholds and the :math:`\ell_\infty` error bounds of one block of
   LISTA-CP layers, for codes of stripe sparsity :math:`s` and noise of patch norm :math:`\eta`:
-  :math:`a_0 = B`, :math:`\theta_k = \tilde\mu s a_k + \omega\eta`, :math:`a_{k+1} = (2s - 1)\tilde\mu\,a_k + 2\omega\eta`;
+  :math:`a_0 = B`, :math:`\theta_k = \tilde\mu s a_k + \omega\eta`,
+  :math:`a_{k+1} = (2s - 1)\tilde\mu\,a_k + 2\omega\eta`;
 * :func:`deep_rate_chain` — blocks composed: each block's error, seen through the next block's
   filters, is that block's noise (the chain of chapter 9's layered stability, for a network of finite depth);
 * :func:`conv_generalized_coherence` and :func:`conv_generalized_coherence_weights` — the generalized
@@ -69,8 +70,10 @@ def rate_schedule(mu_tilde, sparsity, bound, n_layers, *, noise=0.0, encoder_nor
         a.append(rho * a[-1] + 2 * omega * noise)
     if noise * omega == 0:
         floor = 0.0
+    elif rho < 1:
+        floor = 2 * omega * noise / (1 - rho)
     else:
-        floor = 2 * omega * noise / (1 - rho) if rho < 1 else math.inf
+        floor = math.inf
     return RateSchedule(torch.tensor(thresholds, dtype=torch.float64), torch.tensor(a, dtype=torch.float64),
                         rho, floor)
 
@@ -140,7 +143,7 @@ def _lags(kernel, max_lag):
         max_lag = (max_lag,) * len(kernel)
     if not isinstance(max_lag, tuple) or len(max_lag) != len(kernel):
         raise TypeError(f"max_lag must be an int or a tuple of {len(kernel)} ints")
-    return tuple(min(k - 1, nonneg_int(m, "max_lag")) for k, m in zip(kernel, max_lag))
+    return tuple(min(k - 1, nonneg_int(m, "max_lag")) for k, m in zip(kernel, max_lag, strict=True))
 
 
 def _correlations(encoder: torch.Tensor, dictionary: torch.Tensor, max_lag) -> torch.Tensor:
@@ -149,7 +152,7 @@ def _correlations(encoder: torch.Tensor, dictionary: torch.Tensor, max_lag) -> t
     conv = F.conv1d if dictionary.ndim == 3 else F.conv2d
     corr = conv(dictionary, encoder, padding=tuple(k - 1 for k in kernel))      # (b, a, *lags)
     corr = corr.transpose(0, 1)                                                 # (a, b, *lags)
-    index = tuple(slice(k - 1 - m, k + m) for k, m in zip(kernel, max_lag))
+    index = tuple(slice(k - 1 - m, k + m) for k, m in zip(kernel, max_lag, strict=True))
     return corr[(slice(None), slice(None)) + index]
 
 

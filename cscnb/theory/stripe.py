@@ -92,7 +92,7 @@ def patch_norm(code: torch.Tensor, kernel_size, *, circular: bool = False, tol: 
     kernel = int_tuple(kernel_size, dim, "kernel_size", minimum=1)
     tol = check_number(tol, "tol", minimum=0)
     per_position = (code.abs() > tol).sum(dim=1, keepdim=True).to(torch.float64)
-    if any(k > n for k, n in zip(kernel, code.shape[2:])):
+    if any(k > n for k, n in zip(kernel, code.shape[2:], strict=True)):
         raise ValueError(f"kernel_size {kernel} is larger than the code's spatial size {tuple(code.shape[2:])}")
     if circular:
         pads = []
@@ -134,13 +134,13 @@ class StripeGeometry:
     def stripe_centres(self, column: int) -> list:
         """Flat indices of the stripe centres whose stripe contains ``column``'s position."""
         ranges = []
-        for p, n, k in zip(self.position(column), self.code_size, self.kernel_size):
+        for p, n, k in zip(self.position(column), self.code_size, self.kernel_size, strict=True):
             if self.circular:
                 ranges.append(sorted({(p + t) % n for t in range(-(k - 1), k)}))
             else:
                 ranges.append([q for q in range(p - (k - 1), p + k) if 0 <= q < n])
         centres = [0]
-        for r, n in zip(ranges, self.code_size):
+        for r, n in zip(ranges, self.code_size, strict=True):
             centres = [c * n + q for c in centres for q in r]
         return centres
 
@@ -175,9 +175,9 @@ def stripe_geometry(dictionary: ConvDictionary, signal_shape) -> StripeGeometry:
     kernel = dictionary.kernel_size
     circular = dictionary.padding_mode == "circular"
     if circular:
-        if any(2 * p != k - 1 for p, k in zip(dictionary.padding, kernel)):
+        if any(2 * p != k - 1 for p, k in zip(dictionary.padding, kernel, strict=True)):
             raise ValueError("a circular dictionary needs padding (k - 1) / 2 per dimension (one atom per position)")
-        if any(n < 2 * k - 1 for n, k in zip(spatial, kernel)):
+        if any(n < 2 * k - 1 for n, k in zip(spatial, kernel, strict=True)):
             raise ValueError(f"circular signals must be at least 2k - 1 long, got {spatial} for kernel {kernel}")
     elif set(dictionary.padding) != {0}:
         raise ValueError("a zero-padded dictionary must have padding=0 (border columns would be truncated atoms)")
@@ -259,14 +259,14 @@ def stripe_restricted_min_eigenvalue_bruteforce(dictionary: ConvDictionary, sign
     elif any(geometry.stripe_norm(s) > k for s in supports):
         raise ValueError(f"supports holds a support with stripe norm above k={k}")
     smallest, vector = math.inf, None
-    for _, supports in _grouped(supports):
-        columns = D[:, supports].permute(1, 0, 2)
+    for _, group in _grouped(supports):
+        columns = D[:, group].permute(1, 0, 2)
         eigenvalues, eigenvectors = torch.linalg.eigh(columns.mT @ columns)
         row = int(eigenvalues[:, 0].argmin())
         if float(eigenvalues[row, 0]) < smallest:
             smallest = float(eigenvalues[row, 0])
             vector = torch.zeros(D.shape[1], dtype=D.dtype)
-            vector[supports[row]] = eigenvectors[row, :, 0]
+            vector[group[row]] = eigenvectors[row, :, 0]
     smallest = max(smallest, 0.0)  # a singular Gram can come out as -1e-17
     return (smallest, vector) if return_vector else smallest
 

@@ -7,8 +7,8 @@ Nothing here is numerical: each function builds or manipulates SymPy expressions
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import sympy as sp
 import torch
@@ -59,7 +59,8 @@ def gaussian_neg_log_likelihood(x, D, z, sigma) -> sp.Expr:
 def neg_log_posterior(x, D, z, sigma, log_prior: Callable[[sp.Expr], sp.Expr] | Sequence[Callable]) -> sp.Expr:
     r"""Negative log posterior up to :math:`\log p(x)`, for a prior that factorizes over the code:
 
-    .. math:: -\log p(z \mid x) + \text{const} = \frac{1}{2\sigma^2}\|x - Dz\|_2^2 - \sum_i \log p_i(z_i) + \text{const}.
+    .. math:: -\log p(z \mid x) + \text{const}
+              = \frac{1}{2\sigma^2}\|x - Dz\|_2^2 - \sum_i \log p_i(z_i) + \text{const}.
 
     ``log_prior`` maps a coefficient symbol to its log density (one callable for i.i.d. coefficients,
     or one per coefficient). Minimizing it gives the MAP code of chapter 1, ``eq-map-objective``,
@@ -71,7 +72,7 @@ def neg_log_posterior(x, D, z, sigma, log_prior: Callable[[sp.Expr], sp.Expr] | 
         raise ValueError(f"log_prior must be one callable or one per coefficient ({z.shape[0]}), got {len(priors)}")
     if not all(callable(p) for p in priors):
         raise TypeError("log_prior must be a callable (coefficient symbol -> log density) or a list of them")
-    return gaussian_neg_log_likelihood(x, D, z, sigma) - sum(p(zi) for p, zi in zip(priors, z))
+    return gaussian_neg_log_likelihood(x, D, z, sigma) - sum(p(zi) for p, zi in zip(priors, z, strict=True))
 
 
 def drop_constant_terms(expr: sp.Expr, variables: Sequence[sp.Symbol]) -> sp.Expr:
@@ -120,7 +121,7 @@ def scalar_prox_by_cases(y: sp.Symbol, a: sp.Symbol, pieces) -> list[Case]:
                              f"piece {k + 1} starts at {pieces[k + 1][1]}")
     objective_pieces = [sp.Rational(1, 2) * (y - a) ** 2 + g for g, _, _ in pieces]
     cases = []
-    for k, (f_k, (_, lo, hi)) in enumerate(zip(objective_pieces, pieces)):
+    for k, (f_k, (_, lo, hi)) in enumerate(zip(objective_pieces, pieces, strict=True)):
         roots = sp.solve(sp.Eq(sp.diff(f_k, a), 0), a)
         if len(roots) != 1:
             raise ValueError(f"piece {k}: expected one stationary point, found {roots}; is the penalty convex?")

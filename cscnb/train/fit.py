@@ -18,9 +18,10 @@ from __future__ import annotations
 import copy
 import math
 import statistics
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -34,7 +35,8 @@ METRICS = ("accuracy", "loss")
 
 
 class Penalty(Protocol):
-    """What :func:`fit` needs of a penalty :math:`\\lambda_t R_\\theta` (e.g. :class:`cscnb.nn.sparsity.ActivationPenalty`)."""
+    """What :func:`fit` needs of a penalty :math:`\\lambda_t R_\\theta`
+    (e.g. :class:`cscnb.nn.sparsity.ActivationPenalty`)."""
 
     def collect(self, model: nn.Module):
         """A context manager active during the forward pass, recording what :meth:`term` needs."""

@@ -147,7 +147,7 @@ class StepLog:
         loss_sums, correct, images = values[:n], values[n:2 * n], values[-1]
         per_step_images = images / n
         rows = []
-        for step, loss_sum, lr in zip(self.steps, loss_sums, self.lrs):
+        for step, loss_sum, lr in zip(self.steps, loss_sums, self.lrs, strict=True):
             loss = loss_sum / per_step_images
             if not math.isfinite(loss):  # the rows so far and this one (loss null) go to steps.jsonl
                 rows.append({"epoch": epoch + 1, "step": step, "loss": None, "lr": lr, "images_per_second": None})
