@@ -22,8 +22,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from _provenance import provenance
+
 from cscnb.models import resnet
 from cscnb.models.factory import csc_layer_kwargs
 from cscnb.train.config import preset_config
