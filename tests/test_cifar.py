@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cscnb.data.cifar import CIFAR_FILES, center_crop, load_cifar, random_crop_flip
+from cscnb.data.cifar import CIFAR_FILES, center_crop, crop_flip, draw_crop_flip, load_cifar, random_crop_flip
 from cscnb.data.imagenet import ImageFolder
 
 
@@ -90,6 +90,45 @@ def test_random_crop_flip_windows_of_the_padded_image():
     with pytest.raises(ValueError, match="images"):
         random_crop_flip(x[0], torch.Generator())
 
+
+
+def test_crop_flip_choices_slice_like_the_batch():
+    # random_crop_flip = crop_flip at the choices of draw_crop_flip; a slice of the choices augments that slice
+    x = torch.randint(0, 256, (12, 3, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = random_crop_flip(x, torch.Generator().manual_seed(3), padding=2)
+    choices = draw_crop_flip(12, (6, 6), torch.Generator().manual_seed(3), padding=2)
+    assert torch.equal(crop_flip(x, choices, padding=2), out)
+    assert torch.equal(crop_flip(x[4:8], tuple(c[4:8] for c in choices), padding=2), out[4:8])
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i, (t, j, m) in enumerate(zip(*choices, strict=True)):  # image by image, from the choices' definition
+        window = padded[i, :, t:t + 6, j:j + 6]
+        assert torch.equal(out[i], window.flip(-1) if m else window)
+    assert len({(int(t), int(j)) for t, j, _ in zip(*choices, strict=True)}) > 3 and 0 < int(choices[2].sum()) < 12
+    top, left, mirror = draw_crop_flip(5, (6, 6), torch.Generator(), padding=0, size=4, flip=False)
+    assert mirror is None and top.shape == left.shape == (5,) and int(top.max()) <= 2
+
+
+def test_augmented_cifar_batches_do_not_depend_on_the_process_count(tmp_path):
+    # the trainer's CIFAR batches (recipe preset: crop 32 of the 4-padded image + flip) on 30 generated images:
+    # the ranks' slices put together are the one-process batch, recomputed here as the documented recipe
+    from cscnb.train.config import preset_config
+    from cscnb.train.data import build_data, epoch_generator
+    _write_cifar(tmp_path, "cifar10", n=4)
+    data = build_data(preset_config("sdnet18-cifar10", data_dir=str(tmp_path), dtype="float64", seed=2), "cpu")
+    assert data.augment and data.n_train == 30
+    whole = list(data.train_batches(1, 8))
+    perm, generator = torch.randperm(30, generator=epoch_generator(2, 1)), epoch_generator(2, 1, 1)
+    for step, (x, y) in enumerate(whole):
+        index = perm[step * 8:(step + 1) * 8]
+        expected = random_crop_flip(data.x_train[index], generator, padding=4)
+        assert torch.equal(y, data.y_train[index]) and x.shape == (8, 3, 32, 32)
+        assert torch.allclose(x, (expected.double() - data.mean) / data.std, rtol=0, atol=1e-12)
+    assert len(whole) == 3 and float((whole[0][0] - (data.x_train[perm[:8]] - data.mean) / data.std).abs().max()) > 1
+    for world in (2, 4):
+        shares = [list(data.train_batches(1, 8, rank, world)) for rank in range(world)]
+        for step, parts in enumerate(zip(*shares, strict=True)):
+            assert torch.equal(torch.cat([x for x, _ in parts]), whole[step][0])
+            assert torch.equal(torch.cat([y for _, y in parts]), whole[step][1])
 
 def _write_jpegs(root, split, colours, size=(20, 12)):
     from PIL import Image

@@ -164,16 +164,52 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     assert len(curve_resumed) == 4 and curve_resumed == curve_straight
 
 
-def test_two_gloo_processes_match_one_process_with_batch_norm(tmp_path):
+def test_augmented_global_batches_do_not_depend_on_the_process_count():
+    # the crops and flips of a global batch come from one (seed, epoch) generator whatever the number of processes:
+    # the ranks' slices put together are the one-process batch, which is recomputed here as the documented recipe
+    # (the epoch's permutation, then random_crop_flip of each global batch in step order with one generator)
+    from cscnb.data.cifar import random_crop_flip
+    from cscnb.train.data import build_data, epoch_generator
+    data = build_data(preset_config("digits-cnn", augment=True, dtype="float64"), torch.device("cpu"))
+    assert data.augment and data.padding == 4
+    for epoch in (0, 3):
+        whole = list(data.train_batches(epoch, 64))
+        assert len(whole) == data.n_train // 64 == 21
+        perm = torch.randperm(data.n_train, generator=epoch_generator(0, epoch))
+        generator = epoch_generator(0, epoch, 1)
+        for step, (x, y) in enumerate(whole):
+            index = perm[step * 64:(step + 1) * 64]
+            expected = random_crop_flip(data.x_train[index], generator, padding=4)
+            assert torch.equal(y, data.y_train[index])
+            assert torch.allclose(x, (expected - data.mean) / data.std, rtol=0, atol=1e-12)
+        plain = (data.x_train[perm[:64]] - data.mean) / data.std
+        assert float((whole[0][0] - plain).abs().max()) > 1  # the augmentation changes the images
+        for world in (2, 4):
+            shares = [list(data.train_batches(epoch, 64, rank, world)) for rank in range(world)]
+            for step, parts in enumerate(zip(*shares, strict=True)):
+                assert all(len(y) == 64 // world for _, y in parts)
+                assert torch.equal(torch.cat([x for x, _ in parts]), whole[step][0])
+                assert torch.equal(torch.cat([y for _, y in parts]), whole[step][1])
+        # started at step 5 (resuming inside an epoch): the same batches as the uninterrupted epoch from there on
+        for rank in (0, 1):
+            full = list(data.train_batches(epoch, 64, rank, 2))
+            tail = list(data.train_batches(epoch, 64, rank, 2, start_step=5))
+            assert len(tail) == 16
+            assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(tail, full[5:], strict=True))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_two_gloo_processes_match_one_process_with_batch_norm(tmp_path, augment):
     # ResNet-18 (batch norm everywhere): with sync_bn (the default) each of the two processes normalizes with the
-    # statistics of the global batch, so losses, accuracies, weights and running statistics equal one process's
+    # statistics of the global batch, so losses, accuracies, weights and running statistics equal one process's;
+    # with augmentation too, since the crops and flips of a global batch do not depend on the number of processes
     args = ["--preset", "digits-cnn", "--width", "4", "--epochs", "2", "--dtype", "float64", "--out-dir",
-            str(tmp_path), "--no-progress"]
+            str(tmp_path), "--no-progress", *(["--augment"] if augment else [])]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "cscnb.train", *args, "--run-name", "ddp"]
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     single = load_run(train(preset_config("digits-cnn", width=4, epochs=2, dtype="float64", out_dir=str(tmp_path),
-                                          run_name="single", progress=False)))  # while the two processes start
+                                          run_name="single", progress=False, augment=augment)))  # meanwhile
     stderr = process.communicate(timeout=300)[1]
     assert process.returncode == 0, stderr[-3000:]
     ddp = load_run(str(tmp_path / "ddp"))

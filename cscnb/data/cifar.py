@@ -94,28 +94,52 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, *, paddin
     ImageNet path uses ``padding=0`` and a smaller ``size`` (256 → 224). Works on a batch
     ``(B, C, H, W)`` of any dtype on any device in a few tensor operations (no per-image Python
     loop); ``generator`` (on the images' device) draws offsets and flips, so a seeded generator
-    reproduces the augmentation exactly.
+    reproduces the augmentation exactly. Equals :func:`crop_flip` of the images with the choices of
+    :func:`draw_crop_flip` (same generator, same arguments).
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a (B, C, H, W) torch.Tensor, got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got shape {tuple(images.shape)}")
+    choices = draw_crop_flip(images.shape[0], images.shape[-2:], generator, padding=padding, size=size, flip=flip,
+                             device=images.device)
+    return crop_flip(images, choices, padding=padding, size=size)
+
+
+def draw_crop_flip(n: int, image_size, generator: torch.Generator, *, padding: int = 4, size: int | None = None,
+                   flip: bool = True, device=None) -> tuple:
+    """The random choices of :func:`random_crop_flip` for ``n`` images of ``image_size = (H, W)``.
+
+    Returns ``(top, left, mirror)``: crop offsets in the padded image and flip flags (``None`` when
+    ``flip=False``), one per image, drawn in that order from ``generator``. Slicing the choices of a
+    whole batch gives the choices of any part of it, so processes that each draw the whole batch and
+    keep their own share augment it exactly as one process does.
+    """
     padding = nonneg_int(padding, "padding")
-    b, c, h, w = images.shape
+    h, w = (int(v) for v in image_size)
     size_h, size_w = (h, w) if size is None else (size, size)
     if not (0 < size_h <= h + 2 * padding and 0 < size_w <= w + 2 * padding):
         raise ValueError(f"size must be in [1, {min(h, w) + 2 * padding}], got {size}")
+    top = torch.randint(0, h + 2 * padding - size_h + 1, (n,), generator=generator, device=device)
+    left = torch.randint(0, w + 2 * padding - size_w + 1, (n,), generator=generator, device=device)
+    mirror = torch.rand(n, generator=generator, device=device) < 0.5 if flip else None
+    return top, left, mirror
+
+
+def crop_flip(images: torch.Tensor, choices: tuple, *, padding: int = 4, size: int | None = None) -> torch.Tensor:
+    """Crop the zero-padded ``(B, C, H, W)`` images at ``choices = (top, left, mirror)`` and flip the mirrored ones."""
+    top, left, mirror = choices
+    padding = nonneg_int(padding, "padding")
+    b, c, h, w = images.shape
+    size_h, size_w = (h, w) if size is None else (size, size)
     device = images.device
     padded = F.pad(images, (padding, padding, padding, padding)) if padding else images
-    top = torch.randint(0, h + 2 * padding - size_h + 1, (b,), generator=generator, device=device)
-    left = torch.randint(0, w + 2 * padding - size_w + 1, (b,), generator=generator, device=device)
     rows = (top[:, None] + torch.arange(size_h, device=device))[:, None, :, None]
     cols = (left[:, None] + torch.arange(size_w, device=device))[:, None, None, :]
     batch = torch.arange(b, device=device)[:, None, None, None]
     channel = torch.arange(c, device=device)[None, :, None, None]
     images = padded[batch, channel, rows, cols]
-    if flip:
-        mirror = torch.rand(b, generator=generator, device=device) < 0.5
+    if mirror is not None:
         images = torch.where(mirror[:, None, None, None], images.flip(-1), images)
     return images
 

@@ -2,8 +2,11 @@
 
 Batches are drawn from a permutation of the training set that depends only on ``(seed, epoch)``;
 step ``s`` takes the global batch ``perm[s·B:(s+1)·B]`` (incomplete last batch dropped) and DDP
-rank ``r`` of ``W`` takes its ``r``-th slice of ``B/W`` samples. So one process and ``W`` processes
-see the same global batches, and a resumed run sees the same batches as an uninterrupted one.
+rank ``r`` of ``W`` takes its ``r``-th slice of ``B/W`` samples. With ``augment``, the crops and flips
+of every *global* batch are drawn, in step order, from one generator of ``(seed, epoch)`` that every
+process runs through in full (a few random numbers per image), and each process keeps its slice. So
+one process and ``W`` processes see the same augmented global batches, and a run started at step
+``s`` (``start_step``) sees the same batches as an uninterrupted one.
 
 Inputs are normalized per channel, either with statistics of the training part computed here
 (``normalize="computed"``) or with the constants of the SDNet authors' recipe (``"recipe"``:
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data.cifar import CIFAR_RECIPE_MEAN, CIFAR_RECIPE_STD, center_crop, load_cifar, random_crop_flip
+from ..data.cifar import CIFAR_RECIPE_MEAN, CIFAR_RECIPE_STD, center_crop, crop_flip, draw_crop_flip, load_cifar
 from .config import TrainConfig
 
 __all__ = ["TrainData", "FolderData", "build_data", "epoch_generator", "IMAGENET_MEAN", "IMAGENET_STD"]
@@ -65,24 +68,34 @@ class TrainData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.n_train // batch_size
 
-    def _prepare(self, x: torch.Tensor, generator, train: bool) -> torch.Tensor:
-        if train and self.augment:
-            x = random_crop_flip(x, generator, padding=self.padding, size=self.crop_size)
+    def _prepare(self, x: torch.Tensor, choices, train: bool) -> torch.Tensor:
+        if train and self.augment:  # choices: this share's (top, left, mirror) from draw_crop_flip
+            x = crop_flip(x, choices, padding=self.padding, size=self.crop_size)
         elif self.crop_size is not None:
             x = center_crop(x, self.crop_size)
         return (x.to(self.dtype) - self.mean) / self.std
 
     def train_batches(self, epoch: int, batch_size: int, rank: int = 0, world: int = 1, start_step: int = 0):
-        """Yield this rank's ``(x, y)`` share of every global batch of ``epoch``."""
+        """Yield this rank's ``(x, y)`` share of every global batch of ``epoch`` from step ``start_step`` on."""
         if batch_size % world:
             raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
         device = self.y_train.device
         perm = torch.randperm(self.n_train, generator=epoch_generator(self.seed, epoch)).to(device)
-        augment_generator = epoch_generator(self.seed, epoch, rank + 1, device=device)
+        # one augmentation generator of (seed, epoch), the same in every process: each process draws the
+        # crops and flips of the whole global batch and keeps its slice
+        augment_generator = epoch_generator(self.seed, epoch, 1, device=device)
         share = batch_size // world
-        for step in range(start_step, self.steps_per_epoch(batch_size)):
-            index = perm[step * batch_size + rank * share: step * batch_size + (rank + 1) * share]
-            yield self._prepare(self.x_train[index], augment_generator, True), self.y_train[index]
+        mine = slice(rank * share, (rank + 1) * share)  # this process's slice of every global batch
+        for step in range(self.steps_per_epoch(batch_size)):
+            choices = None
+            if self.augment:  # the global batch's choices, drawn also for skipped steps (exact resume)
+                choices = draw_crop_flip(batch_size, self.x_train.shape[-2:], augment_generator, padding=self.padding,
+                                         size=self.crop_size, device=device)
+                choices = tuple(None if c is None else c[mine] for c in choices)
+            if step < start_step:
+                continue
+            index = perm[step * batch_size:(step + 1) * batch_size][mine]
+            yield self._prepare(self.x_train[index], choices, True), self.y_train[index]
 
     def test_batches(self, batch_size: int, rank: int = 0, world: int = 1, split: str = "test"):
         """This rank's ``(x, y)`` batches of the test set (``split="val"``: validation), samples ``r, r+W, …``."""
