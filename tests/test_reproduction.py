@@ -172,6 +172,29 @@ def test_recipe_comparison_reads_presets_at_run_time(monkeypatch):
         recipe_comparison(["no-such-preset"])
 
 
+def test_recipe_comparison_covers_the_trainer_the_stopping_rule_and_the_stem(monkeypatch):
+    by = {(r.preset, r.item): r for r in recipe_comparison()}
+    for preset in ("sdnet18-cifar10", "sdnet18-imagenet"):
+        # the four known differences: dropped last batch, channels_last, cudnn.benchmark, the power-iteration rule
+        assert by[preset, "incomplete last batch of an epoch"].ours == "'dropped'"
+        assert by[preset, "channels_last memory format"].ours == "True"
+        assert by[preset, "cudnn.benchmark"].ours == "True"
+        rule = by[preset, "power-iteration stopping rule"]
+        assert "Rayleigh quotient <= 1e-05" in rule.ours
+        assert rule.verdict.startswith("differs: the tolerance is relative")
+        assert by[preset, "synthesis Az"].verdict == "matches"
+    assert by["sdnet18-cifar10", "stem geometry"].ours == "'CSC 3×3, stride 1, padding 1 → BatchNorm'"
+    assert by["sdnet18-imagenet", "stem geometry"].ours == \
+        "'CSC 7×7, stride 2, padding 3 → BatchNorm → MaxPool(3, 2, 1)'"
+    assert all(r.verdict == "matches" for (p, item), r in by.items() if item == "stem geometry")
+    # read at run time: a CIFAR preset without channels_last and without a tolerance
+    changed = {**PRESETS["sdnet18-cifar10"], "channels_last": False, "csc_power_tol": 0.0}
+    monkeypatch.setitem(PRESETS, "sdnet18-cifar10", changed)
+    rows = {r.item: r for r in recipe_comparison(["sdnet18-cifar10"])}
+    assert rows["channels_last memory format"].verdict == "matches"
+    assert rows["power-iteration stopping rule"].ours == "'none: every iteration runs'"
+
+
 @pytest.mark.parametrize("damage, file, reason", [
     ("config.json", "config.json", "unreadable JSON"),
     ("provenance.json", "provenance.json", "unreadable JSON"),

@@ -125,8 +125,9 @@ class CSCLayer(nn.Module):
         atom_norm: ``"reparametrize"`` (:math:`W/\|W\|` in the forward pass) or ``"project"`` (the authors'
             in-place renormalisation before each training forward pass).
         power_iters: warm-started power iterations per refresh (authors: up to 50).
-        power_tol: relative tolerance that stops a refresh's iterations early, tested on the device
-            (authors: 1e-5); 0 runs all ``power_iters``.
+        power_tol: relative tolerance after which a refresh's vector and estimate stop changing, tested on
+            the device: all ``power_iters`` iterations still run (no host sync), unlike the authors' loop, which
+            exits early (their tolerance: 1e-5); 0 lets every iteration update the estimate.
         step_factor: :math:`c` in :math:`\eta = c/\hat L`, in (0, 1] (default :math:`1/1.1`; authors 0.9).
         synthesis: ``"auto"`` (``conv_transpose2d``), ``"conv2d"`` (stride 1, padding ≤ k − 1),
             ``"conv_transpose2d"`` or ``"timed"`` (the faster form, timed once per shape).

@@ -67,10 +67,19 @@ _CSC_FACTS = [RecipeFact(item, key, value, source="model", sdnet_only=True, auth
                   ("atom normalization", "csc_atom_norm", "project",
                    "'project' (unit norm in place, before each forward pass)"),
                   ("power iterations per step-size refresh", "csc_power_iters", 50, "50 (at most)"),
-                  ("power-iteration tolerance", "csc_power_tol", 1e-5,
-                   "1e-05 (on the squared change of the estimate; stops early)"),
+                  ("power-iteration stopping rule", "csc_power_tol", "squared change <= 1e-05, early exit",
+                   "1e-05 on the squared change of the estimate; stops early"),
+                  ("synthesis Az", "csc_synthesis", "conv_transpose2d", "conv_transpose2d (transposed convolution)"),
                   ("step size factor (η = factor / L)", "csc_step_factor", 0.9, None),
                   ("ReLU after the stem's BatchNorm", "stem_relu", "off", "'off' (commented out)"))]
+
+#: what the training code does (``"trainer"``) or sets (config fields), for every dataset
+_TRAINER_FACTS = [
+    RecipeFact("incomplete last batch of an epoch", "drop_last", "kept", source="trainer",
+               authors_text="'kept' (the data loader's default)"),
+    RecipeFact("channels_last memory format", "channels_last", False, authors_text="False (not set)"),
+    RecipeFact("cudnn.benchmark", "cudnn_benchmark", False, authors_text="False (not set)"),
+]
 
 _CIFAR_FACTS = [
     RecipeFact("learning rate", "lr", 0.1), RecipeFact("SGD momentum", "momentum", 0.9),
@@ -83,7 +92,8 @@ _CIFAR_FACTS = [
     RecipeFact("input normalization", "normalize", "recipe",
                authors_text="'recipe': mean (0.4914, 0.4822, 0.4465), std (0.2023, 0.1994, 0.2010)"),
     RecipeFact("autocast", "amp", "off", authors_text="'off' (float32)"),
-] + _CSC_FACTS
+    RecipeFact("stem geometry", "stem", "CSC 3×3, stride 1, padding 1 → BatchNorm", source="model", sdnet_only=True),
+] + _TRAINER_FACTS + _CSC_FACTS
 
 _IMAGENET_FACTS = [
     RecipeFact("learning rate", "lr", 0.1), RecipeFact("SGD momentum", "momentum", 0.9),
@@ -98,7 +108,9 @@ _IMAGENET_FACTS = [
     RecipeFact("evaluation crop size", "image_size", 224, authors_text="224 (after Resize(256))"),
     RecipeFact("input normalization", "normalize", "recipe", authors_text="'recipe': the ImageNet mean and std"),
     RecipeFact("autocast", "amp", "off", authors_text="'off' (float32)"),
-] + _CSC_FACTS
+    RecipeFact("stem geometry", "stem", "CSC 7×7, stride 2, padding 3 → BatchNorm → MaxPool(3, 2, 1)",
+               source="model", sdnet_only=True),
+] + _TRAINER_FACTS + _CSC_FACTS
 
 #: dataset -> the facts of the authors' recipe for it
 RECIPE = {"cifar10": _CIFAR_FACTS, "cifar100": _CIFAR_FACTS, "imagenet": _IMAGENET_FACTS}
@@ -112,7 +124,12 @@ REASONS = {
     "csc_atom_norm": "W/‖W‖ is reparametrized in the forward pass (the gradient is projected and weight decay "
                      "shrinks ‖W‖); the authors project W in place before each forward pass",
     "csc_power_iters": "fewer warm-started power iterations per refresh than the authors' 50",
-    "csc_power_tol": "no early exit from the power iteration",
+    "csc_power_tol": "the tolerance is relative, on the Rayleigh quotient, and tested on the device: all iterations "
+                     "run (no host sync), and once it is met the estimate stops changing; no early exit",
+    "drop_last": "the incomplete last batch of an epoch is dropped (every step has the full global batch)",
+    "channels_last": "speed on GPUs; results differ only by rounding",
+    "cudnn_benchmark": "speed: cuDNN picks its convolution algorithms by timing, so results differ by rounding "
+                       "and are not bitwise reproducible",
     "csc_step_factor": "a smaller step (a larger margin on the estimate of L)",
     "schedule_unit": "the learning rate is stepped once per epoch (cosine over epochs), not every iteration",
     "normalize": "inputs are normalized with per-channel statistics computed from the training images instead "

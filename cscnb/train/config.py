@@ -55,7 +55,7 @@ class TrainConfig:
     csc_backward: str = "unroll"     # unroll | implicit: how the CSC layers are differentiated
     csc_atom_norm: str = "reparametrize"  # reparametrize (W/|W| in the graph) | project (authors: in place, no grad)
     csc_power_iters: int = 2         # warm-started power iterations per step-size refresh (authors: 50)
-    csc_power_tol: float = 0.0       # relative tolerance ending the power iteration early (authors: 1e-5)
+    csc_power_tol: float = 0.0       # relative tolerance freezing the estimate (on the device; authors: 1e-5)
     csc_step_factor: float = 1 / 1.1  # CSC step size = factor / L (authors: 0.9)
     csc_synthesis: str = "conv_transpose2d"  # conv_transpose2d | conv2d | auto (timed: machine-dependent rounding)
     image_size: int = 224            # ImageNet crop size

@@ -336,7 +336,8 @@ def _model_settings(config) -> dict:
         "csc_nonneg": lambda m: bool(m.nonneg), "csc_n_iter": lambda m: int(m.n_iter),
         "csc_atom_norm": lambda m: getattr(m, "atom_norm", "reparametrize"),
         "csc_power_iters": lambda m: int(getattr(m.step_size, "power_iters", getattr(m.step_size, "steady_iters", 0))),
-        "csc_power_tol": lambda m: float(getattr(m.step_size, "power_tol", 0.0)),
+        "csc_power_tol": _stopping_rule,
+        "csc_synthesis": lambda m: {"auto": "conv_transpose2d"}.get(m.synthesis, m.synthesis),
         "csc_step_factor": lambda m: float(getattr(m, "step_factor", 1 / (1 + getattr(m.step_size, "margin", 0.0)))),
     }
     settings = {}
@@ -344,7 +345,43 @@ def _model_settings(config) -> dict:
         values = {read(m) for m in layers}
         settings[key] = values.pop() if len(values) == 1 else f"mixed {sorted(values)}"
     settings["stem_relu"] = "on" if any(isinstance(m, nn.ReLU) for m in getattr(model, "stem", [])) else "off"
+    settings["stem"] = _stem_geometry(getattr(model, "stem", []))
     return settings
+
+
+def _stopping_rule(layer) -> str:
+    """The stopping rule of a CSC layer's power iteration, read off its step-size state."""
+    tol = float(getattr(layer.step_size, "power_tol", 0.0))
+    if tol == 0:
+        return "none: every iteration runs"
+    return f"relative change of the Rayleigh quotient <= {tol:g}, tested on the device; every iteration runs"
+
+
+def _stem_geometry(stem) -> str:
+    """A network's stem as ``CSC k×k, stride s, padding p → BatchNorm [→ MaxPool(k, s, p)]`` (ReLU left out)."""
+    import torch.nn as nn
+
+    from ..nn.csc_layer import CSCLayer
+    parts = []
+    for m in stem:
+        if isinstance(m, (CSCLayer, nn.Conv2d)):
+            (k, _), (s, _), (p, _) = (v if isinstance(v, tuple) else (v, v)
+                                      for v in (m.kernel_size, m.stride, m.padding))
+            parts.append(f"{'CSC' if isinstance(m, CSCLayer) else 'Conv'} {k}×{k}, stride {s}, padding {p}")
+        elif isinstance(m, nn.BatchNorm2d):
+            parts.append("BatchNorm")
+        elif isinstance(m, nn.MaxPool2d):
+            parts.append(f"MaxPool({m.kernel_size}, {m.stride}, {m.padding})")
+    return " → ".join(parts)
+
+
+def _drop_last() -> str:
+    """Whether the trainer's data code drops the incomplete last batch: 10 samples in batches of 4."""
+    from types import SimpleNamespace
+
+    from . import data
+    steps = {cls.steps_per_epoch(SimpleNamespace(n_train=10), 4) for cls in (data.TrainData, data.FolderData)}
+    return "dropped" if steps == {2} else "kept" if steps == {3} else f"mixed {sorted(steps)}"
 
 
 def recipe_comparison(presets=None) -> list:
@@ -372,7 +409,7 @@ def recipe_comparison(presets=None) -> list:
             if not fact.applies(config):
                 continue
             if fact.source == "trainer":
-                value, note = _training_crop(), ""
+                value, note = (_drop_last() if fact.key == "drop_last" else _training_crop()), ""
             elif fact.source == "model":
                 value, note = model[fact.key], ""
             elif hasattr(config, fact.key):
