@@ -326,3 +326,19 @@ def test_working_set_guess_on_all_atoms_is_coordinate_descent_to_the_minimizer(n
                                dictionary.n_atoms, 500)
     reference = cscnb.solve(dictionary, x, lam, mu=mu, nonneg=nonneg, method="fista", tol=1e-13, n_iter=50_000).z
     torch.testing.assert_close(guess, reference, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("polish", [False, True])
+def test_a_scalar_lam_receives_its_gradient_through_restarted_fista(polish):
+    torch.manual_seed(0)
+    weight = torch.randn(20, 30, dtype=torch.float64)
+    dictionary = cscnb.LinearDictionary(weight / weight.norm(dim=0, keepdim=True))
+    x = torch.randn(3, 20, dtype=torch.float64)
+    grads = {}
+    for method in ("fista", "fista_restart"):
+        lam = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+        cscnb.solve(dictionary, x, lam, method=method, n_iter=5000, tol=1e-12,
+              polish=polish and method == "fista_restart").z.sum().backward()
+        grads[method] = lam.grad
+    assert grads["fista_restart"] is not None
+    torch.testing.assert_close(grads["fista_restart"], grads["fista"], rtol=1e-6, atol=0)

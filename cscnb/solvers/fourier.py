@@ -174,7 +174,7 @@ def _phase(op: FourierConvOperator, x_spectrum, z, lam_t, mu, nonneg, step, max_
     faults and extra passes over memory, which dominate once the FFTs are fast.
     """
     threshold, shrink = lam_t * step, mu * step
-    if threshold.ndim == 0:
+    if threshold.ndim == 0 and not threshold.requires_grad:
         threshold = float(threshold)  # one number: the prox's one-pass path, no device sync per iteration
     buffers = {}
 

@@ -224,8 +224,10 @@ class _RestartStep:
         self.dictionary, self.nonneg, self.step, self.signal_size = dictionary, nonneg, step, signal_size
         self.dense, self.inplace = isinstance(dictionary, LinearDictionary), inplace
         self.scaled_analysis = step * analysis_of_x  # the constant part of the gradient step, computed once
-        # a scalar λ becomes a number once (no device sync per iteration; the prox's one-pass path)
-        self.threshold = float(lam_t) * step if lam_t.ndim == 0 else lam_t * step
+        # a scalar λ becomes a number once (no device sync per iteration; the prox's one-pass path), unless a
+        # gradient must reach it
+        as_number = lam_t.ndim == 0 and not lam_t.requires_grad
+        self.threshold = float(lam_t) * step if as_number else lam_t * step
         self.shrink = mu * step
         self.buffers = None
 
