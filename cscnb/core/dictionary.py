@@ -139,6 +139,9 @@ class LinearDictionary(Dictionary):
     r"""A dense dictionary :math:`D \in \mathbb R^{n \times m}`: ``synthesize(z) = z Dᵀ``, ``analyze(x) = x D``.
 
     Implements chapter 1, equation ``eq-generative-model`` (:math:`x = Dz + \varepsilon`).
+
+    Args:
+        weight: :math:`D`, a floating-point tensor ``(n_features, n_atoms)``; its columns are the atoms.
     """
 
     def __init__(self, weight: torch.Tensor):

@@ -36,6 +36,12 @@ def soft_threshold(u: torch.Tensor, t, *, out: torch.Tensor | None = None, check
     (chapter 1, ``prop-ch1-map-not-mmse``).
 
     Implements chapter 1, equation :math:`\eqref{eq-soft-threshold}` (label ``eq-soft-threshold``).
+
+    Args:
+        u: input tensor.
+        t: threshold :math:`\ge 0`, a number or a tensor broadcastable to ``u``.
+        out: optional output tensor of ``u``'s shape (may be ``u``).
+        check: validate ``t`` (``False`` inside solver loops, which check once).
     """
     if check:
         check_threshold(t)
@@ -52,6 +58,12 @@ def nonneg_soft_threshold(u: torch.Tensor, t, *, out: torch.Tensor | None = None
     :math:`\argmin_{a \ge 0} \tfrac12 (u - a)^2 + t a`.
 
     Implements chapter 2, equation ``eq-relu-bias`` (ReLU with bias :math:`b = -t`).
+
+    Args:
+        u: input tensor.
+        t: threshold :math:`\ge 0`, a number or a tensor broadcastable to ``u``.
+        out: optional output tensor of ``u``'s shape (may be ``u``).
+        check: validate ``t`` (``False`` inside solver loops, which check once).
     """
     if check:
         check_threshold(t)
@@ -71,6 +83,14 @@ def elastic_net_prox(u: torch.Tensor, t, s=0.0, nonneg: bool = False, *, out: to
     ``s`` is a number (0: no shrink) or a tensor (e.g. one per sample).
 
     Implements chapter 12, equation ``eq-elastic-net-prox`` (used by every solver step).
+
+    Args:
+        u: input tensor.
+        t: threshold :math:`\ge 0`, a number or a tensor broadcastable to ``u``.
+        s: elastic-net weight :math:`\ge 0`, a number or a tensor (default 0).
+        nonneg: constrain :math:`a \ge 0` (default False).
+        out: optional output tensor of ``u``'s shape (may be ``u``).
+        check: validate ``t`` (``False`` inside solver loops, which check once).
     """
     if check:
         check_threshold(t)
@@ -95,6 +115,12 @@ def hard_threshold(u: torch.Tensor, t, *, out: torch.Tensor | None = None, check
     (ties at :math:`|u| = t` resolved to 0).
 
     Implements chapter 10, equation ``eq-hard-threshold``.
+
+    Args:
+        u: input tensor.
+        t: threshold :math:`\ge 0`, a number or a tensor broadcastable to ``u``.
+        out: optional output tensor of ``u``'s shape (may be ``u``).
+        check: validate ``t`` (``False`` inside solver loops, which check once).
     """
     if check:
         check_threshold(t)

@@ -286,7 +286,7 @@ def build_imagenet_loaders(data_dir, batch_size: int, workers: int, *, image_siz
                            prefetch_factor: int = 4, pin_memory: bool = False, persistent_workers: bool = True,
                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True,
                            augment: bool = True) -> ImageNetLoaders:
-    """The training and evaluation loaders of ``data_dir/{train,val}/<class>/*`` (the authors' ImageNet recipe).
+    r"""The training and evaluation loaders of ``data_dir/{train,val}/<class>/*`` (the authors' ImageNet recipe).
 
     Args:
         data_dir: folder with ``train/`` and ``val/``; ``val`` must hold the training classes.
@@ -294,9 +294,13 @@ def build_imagenet_loaders(data_dir, batch_size: int, workers: int, *, image_siz
         workers: decoding worker processes of this process (0: decode in the main process).
         image_size, resize: crop size, and the shorter side before the evaluation centre crop (224, 256).
         seed: the run's seed (epoch order and every crop and flip).
+        rank: this process's index, :math:`0 \le` ``rank`` :math:`<` ``world`` (default 0; checked when the
+            samplers are built, after the image folders are read).
+        world: the number of processes (default 1).
         eval_batch_size: per-process evaluation batch (default ``batch_size/world``).
-        prefetch_factor: batches each worker decodes ahead; persistent_workers: keep the workers between
-            epochs; pin_memory: page-locked batches for asynchronous copies to a GPU.
+        prefetch_factor: batches each worker decodes ahead.
+        pin_memory: page-locked batches for asynchronous copies to a GPU (default False).
+        persistent_workers: keep the workers between epochs (default True).
         scale, ratio, flip: of the training crop (torchvision's documented defaults).
         augment: ``False`` gives the training images the evaluation transform (still shuffled per epoch).
 

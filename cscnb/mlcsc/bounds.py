@@ -106,7 +106,8 @@ def thresholding_success_bound(mu, gamma_min=1.0, gamma_max=1.0, noise=0.0) -> f
 
 
 def thresholding_interval(mu, sparsity, gamma_min, gamma_max, noise=0.0) -> tuple:
-    r"""Thresholds :math:`\beta` that recover the support in one step: :math:`(\beta_{lo}, \beta_{hi})`.
+    r"""Thresholds :math:`\beta \in [\beta_{lo}, \beta_{hi})` that recover the support in one step; returns the pair
+    :math:`(\beta_{lo}, \beta_{hi})`.
 
     .. math:: \beta_{lo} = s\,\mu\,|\Gamma^{\max}| + \eta, \qquad
               \beta_{hi} = |\Gamma^{\min}| - (s - 1)\,\mu\,|\Gamma^{\max}| - \eta ,

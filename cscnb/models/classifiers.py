@@ -32,7 +32,22 @@ __all__ = ["NetworkConfig", "MLCSCNet", "ResCSCNet", "MSDCSCNet", "PlainCNN", "R
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Shape and unfolding settings shared by every network in this module."""
+    r"""Shape and unfolding settings shared by every network in this module.
+
+    Args:
+        in_channels: channels of the input (default 1: MNIST-1D and digits; 3 for CIFAR).
+        num_classes: outputs of the linear classifier (default 10).
+        dim: 1 (signals ``(B, C, L)``, default) or 2 (images ``(B, C, H, W)``).
+        width: channels of the stem and of every stage's input and output (default 16).
+        n_blocks: stages after the stem (default 2).
+        kernel_size: odd kernel size, so "same" padding keeps the spatial size (default 3).
+        n_unfold: sparse-coding nets: proximal-gradient steps beyond the first, per pursuit (default 0).
+        method: sparse-coding nets: ``"ista"`` or ``"fista"`` (default) for the extra steps.
+        threshold: sparse-coding nets: initial thresholds :math:`\theta` (biases :math:`-c\theta`; default 0).
+        growth: dense nets: channels each dense layer adds (default 8).
+        dilations: dense nets: a non-empty tuple, one dense layer per dilation rate (default ``(1, 2)``).
+        pool_size: positions per spatial axis kept by the average pooling (default 4).
+    """
     in_channels: int = 1          # 1 for MNIST-1D and digits, 3 for CIFAR
     num_classes: int = 10           # outputs of the linear classifier
     dim: int = 1                  # 1: signals (B, C, L); 2: images (B, C, H, W)
@@ -106,6 +121,13 @@ class MLCSCNet(_Classifier):
     With ``n_unfold=0`` each layer is ``relu(conv(x, c·W) - c·θ)``: layered thresholding
     :cite:p:`papyan2017convolutional`, i.e. a :class:`PlainCNN` whose biases are constrained to be
     :math:`\le 0` (a subset of its function class).
+
+    Args:
+        config: a ``NetworkConfig`` (default ``None``: ``NetworkConfig()``).
+
+    Shape:
+        - Input: ``(B, config.in_channels, *spatial)`` with ``config.dim`` spatial axes.
+        - Output: logits ``(B, config.num_classes)``.
     """
 
     def __init__(self, config: NetworkConfig | None = None):
@@ -117,7 +139,15 @@ class MLCSCNet(_Classifier):
 
 
 class PlainCNN(_Classifier):
-    """Plain CNN counterpart of :class:`MLCSCNet`: stages of two ``conv → ReLU`` layers."""
+    """Plain CNN counterpart of :class:`MLCSCNet`: stages of two ``conv → ReLU`` layers.
+
+    Args:
+        config: a ``NetworkConfig`` (default ``None``: ``NetworkConfig()``).
+
+    Shape:
+        - Input: ``(B, config.in_channels, *spatial)`` with ``config.dim`` spatial axes.
+        - Output: logits ``(B, config.num_classes)``.
+    """
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)
@@ -130,7 +160,15 @@ class PlainCNN(_Classifier):
 
 class ResCSCNet(_Classifier):
     r"""Res-CSC classifier :cite:p:`zhang2021towards`: stages are :class:`~cscnb.nn.blocks.ResCSCBlock`
-    (chapter 7, ``eq-ch7-res-step``)."""
+    (chapter 7, ``eq-ch7-res-step``).
+
+    Args:
+        config: a ``NetworkConfig`` (default ``None``: ``NetworkConfig()``).
+
+    Shape:
+        - Input: ``(B, config.in_channels, *spatial)`` with ``config.dim`` spatial axes.
+        - Output: logits ``(B, config.num_classes)``.
+    """
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)
@@ -142,7 +180,15 @@ class ResCSCNet(_Classifier):
 
 class ResNetCNN(_Classifier):
     """ResNet counterpart of :class:`ResCSCNet` :cite:p:`he2016deep`: stages are
-    :class:`~cscnb.nn.blocks.ResidualBlock`."""
+    :class:`~cscnb.nn.blocks.ResidualBlock`.
+
+    Args:
+        config: a ``NetworkConfig`` (default ``None``: ``NetworkConfig()``).
+
+    Shape:
+        - Input: ``(B, config.in_channels, *spatial)`` with ``config.dim`` spatial axes.
+        - Output: logits ``(B, config.num_classes)``.
+    """
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)
@@ -155,6 +201,13 @@ class MSDCSCNet(_Classifier):
     r"""Mixed-scale dense CSC classifier (chapter 8, ``eq-ch8-dense-step``): MSD-CSC blocks + 1×1 transitions.
 
     :class:`~cscnb.nn.blocks.MSDCSCBlock` is our reconstruction of the model of :cite:p:`zhang2021towards`.
+
+    Args:
+        config: a ``NetworkConfig`` (default ``None``: ``NetworkConfig()``).
+
+    Shape:
+        - Input: ``(B, config.in_channels, *spatial)`` with ``config.dim`` spatial axes.
+        - Output: logits ``(B, config.num_classes)``.
     """
 
     def __init__(self, config: NetworkConfig | None = None):
@@ -168,7 +221,15 @@ class MSDCSCNet(_Classifier):
 
 class DenseNetCNN(_Classifier):
     """DenseNet counterpart of :class:`MSDCSCNet` :cite:p:`huang2017densely`: dilated
-    :class:`~cscnb.nn.blocks.DenseBlock` + 1×1 transition."""
+    :class:`~cscnb.nn.blocks.DenseBlock` + 1×1 transition.
+
+    Args:
+        config: a ``NetworkConfig`` (default ``None``: ``NetworkConfig()``).
+
+    Shape:
+        - Input: ``(B, config.in_channels, *spatial)`` with ``config.dim`` spatial axes.
+        - Output: logits ``(B, config.num_classes)``.
+    """
 
     def __init__(self, config: NetworkConfig | None = None):
         super().__init__(config)

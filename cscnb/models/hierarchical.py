@@ -87,7 +87,22 @@ def clamp_biases_nonpositive_(module: nn.Module) -> nn.Module:
 
 @dataclass
 class HierarchicalSparseCodingConfig:
-    """Shape of a :class:`HierarchicalSparseCodingNet`; the defaults fit the 8×8 digits on a CPU."""
+    r"""Shape of a :class:`HierarchicalSparseCodingNet`; the defaults fit the 8×8 digits on a CPU.
+
+    Args:
+        in_channels: channels of the input images (default 1: grayscale digits).
+        image_size: side of the square input images (default 8).
+        channels: atoms per layer, one entry per layer (default ``(16, 32, 32)``).
+        strides: one stride per layer (default ``(1, 2, 2)``: 8×8 → 8×8 → 4×4 → 2×2, no pooling).
+        kernel_size: side of the square kernels (default 3).
+        padding: of every layer; ``None`` (default) means ``kernel_size // 2`` ("same" size at stride 1), 0 gives
+            non-overlapping atoms at stride ``kernel_size``.
+        n_iter: proximal-gradient steps per layer (default 1: a plain CNN layer).
+        step: the step :math:`\eta` (default 1; exact for an orthogonal :math:`D`, chapter 3).
+        threshold: initial per-atom threshold :math:`\theta = \sigma^2\lambda` (default 0.01; it must be
+            :math:`> 0` to be trainable).
+        num_classes: outputs of the classifier (default 10: digits 0 to 9).
+    """
     in_channels: int = 1                     # grayscale digits
     image_size: int = 8                      # digits are 8×8 (square images of this side)
     channels: tuple = (16, 32, 32)           # atoms per layer (code channels z_1, z_2, z_3)

@@ -129,7 +129,8 @@ def _sdnet(depth: int, every_conv: bool, lam: float, n_iter: int, stem_relu: boo
 
 _SDNET_ARGS = """λ and iterations of the CSC layers; ``stem_relu`` (default ``False``, the
     authors' stem: CSC → batch norm); ``csc_options``: further :class:`~cscnb.nn.csc_layer.CSCLayer` keyword
-    arguments (``mu``, ``nonneg``, ``backward``, ...); other keyword arguments as :class:`ResNet`."""
+    arguments (``mu``, ``nonneg``, ``backward``, ...); other keyword arguments as :class:`ResNet`.
+    Chapter 12 (``eq-ch12-model``, ``eq-ch12-fista``)."""
 
 
 def sdnet18(*, lam: float = 0.1, n_iter: int = 2, stem_relu: bool = False, csc_options=None, **kwargs) -> ResNet:

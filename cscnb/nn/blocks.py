@@ -70,6 +70,22 @@ class ResCSCBlock(nn.Module):
     a ResNet block plus the extra term :math:`-cD_i^\top D_i\Gamma_{i-2}` (theorem ``thm-ch7-res-csc``);
     :meth:`to_resnet_block` builds the ResNet block that equals it. ``n_unfold`` adds ISTA/FISTA steps
     (step ``c`` :math:`\le 1/\|D_i\|_2^2`, ``eq-ch7-step-bound``; ``None``: 0.9 times the initial bound).
+
+    Args:
+        channels: channels of the input :math:`\Gamma_{i-2}` and of the output :math:`\Gamma_i`.
+        kernel_size: odd kernel size of :math:`A` and :math:`D_i` (default 3; "same" padding).
+        n_unfold: proximal-gradient steps after the first one (default 0: a ResNet-like block).
+        hidden_channels: channels of :math:`\Gamma_{i-1}` (default ``None``: ``channels``).
+        dim: 1 (signals) or 2 (images, default).
+        step: the step :math:`c`, at most :math:`1/\|D_i\|_2^2` for the initial weights (a ``ValueError``
+            above it); ``None`` (default) picks 0.9 times that bound.
+        threshold: initial :math:`\theta_{i-1}` and :math:`\theta_i \ge 0` of every channel (default 0);
+            trained through :math:`\rho` with :math:`\theta = |\rho|`.
+        method: ``"fista"`` (default, momentum between the unfolded steps) or ``"ista"`` (none).
+
+    Shape:
+        - Input: ``(B, channels, *spatial)`` with ``dim`` spatial axes.
+        - Output: ``(B, channels, *spatial)``.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, n_unfold: int = 0, *, hidden_channels=None, dim: int = 2,
@@ -164,6 +180,16 @@ class ResidualBlock(nn.Module):
     :math:`\operatorname{ReLU}(x + W_2\operatorname{ReLU}(W_1x + b_1) + b_2)`.
 
     Chapter 7, ``eq-ch7-resnet``.
+
+    Args:
+        channels: channels of the input and of the output.
+        hidden_channels: output channels of :math:`W_1` (default ``None``: ``channels``).
+        kernel_size: odd kernel size of both convolutions (default 3; "same" padding).
+        dim: 1 (signals) or 2 (images, default).
+
+    Shape:
+        - Input: ``(B, channels, *spatial)`` with ``dim`` spatial axes.
+        - Output: ``(B, channels, *spatial)``.
     """
 
     def __init__(self, channels: int, hidden_channels=None, kernel_size: int = 3, *, dim: int = 2):
@@ -196,6 +222,23 @@ class MSDCSCBlock(nn.Module):
     :math:`c \le \min_\ell 1/(1 + \|W_\ell\|_2^2)` (``eq-ch8-step-bound``; ``None``: 0.9 times the initial bound).
     With ``n_unfold=0`` and a non-negative input the block equals :meth:`to_dense_block` up to the fixed
     channel scales :meth:`output_scales` (theorem ``thm-ch8-dense``).
+
+    Args:
+        in_channels: channels of the input.
+        growth: channels each layer adds (default 8).
+        kernel_size: odd kernel size of every :math:`W_\ell` (default 3; "same" padding).
+        dilations: one dilation per layer (default ``(1, 2)``).
+        n_unfold: proximal-gradient steps after the first one, per layer (default 0: a dense block).
+        dim: 1 (signals) or 2 (images, default).
+        step: the shared step :math:`c`, at most :math:`\min_\ell 1/(1 + \|W_\ell\|_2^2)` for the initial
+            weights (a ``ValueError`` above it); ``None`` (default) picks 0.9 times that bound.
+        threshold: initial :math:`\theta_\ell \ge 0` of every new channel (default 0); trained through
+            :math:`\rho` with :math:`\theta = |\rho|`.
+        method: ``"fista"`` (default, momentum between the unfolded steps) or ``"ista"`` (none).
+
+    Shape:
+        - Input: ``(B, in_channels, *spatial)`` with ``dim`` spatial axes.
+        - Output: ``(B, in_channels + len(dilations) * growth, *spatial)``.
     """
 
     def __init__(self, in_channels: int, growth: int = 8, kernel_size: int = 3, dilations=(1, 2), n_unfold: int = 0, *,
@@ -277,6 +320,17 @@ class DenseBlock(nn.Module):
 
     :math:`f_\ell = \operatorname{ReLU}(V_\ell * [x, f_1, \dots, f_{\ell-1}] + b_\ell)` with dilation ``dilations[ℓ]``;
     the output is the concatenation :math:`[x, f_1, \dots, f_L]`.
+
+    Args:
+        in_channels: channels of the input.
+        growth: channels each layer adds (default 8).
+        kernel_size: odd kernel size of every :math:`V_\ell` (default 3; "same" padding).
+        dilations: one dilation per layer (default ``(1, 2)``).
+        dim: 1 (signals) or 2 (images, default).
+
+    Shape:
+        - Input: ``(B, in_channels, *spatial)`` with ``dim`` spatial axes.
+        - Output: ``(B, in_channels + len(dilations) * growth, *spatial)``.
     """
 
     def __init__(self, in_channels: int, growth: int = 8, kernel_size: int = 3, dilations=(1, 2), *, dim: int = 2):

@@ -75,7 +75,34 @@ def csc_code(x: torch.Tensor, weight: torch.Tensor, lam, *, mu: float = 0.0, ste
     the unrolled or the implicit gradient; ``synthesis`` the form of :math:`Az`
     (:func:`cscnb.nn.csc_ops.resolve_synthesis`). The steps use the fused map
     :class:`cscnb.nn.csc_ops.FusedProxGrad`. Implements chapter 12, ``eq-ch12-fista``, ``eq-ch12-fused``
-    and ``eq-ch12-implicit``. Checks its arguments (λ on the host); the layer calls the unchecked core.
+    and ``eq-ch12-implicit``.
+
+    Args:
+        x: signals ``(N, C_in, H, W)``.
+        weight: dictionary ``(C_out, C_in, k_h, k_w)``, used as given (no renormalisation).
+        lam: :math:`\lambda \ge 0`, a number or a per-channel tensor ``(C_out,)``.
+        mu: elastic-net weight :math:`\mu \ge 0` (default 0).
+        step: the step :math:`\eta > 0` of every FISTA step (required keyword); the iteration converges for
+            :math:`\eta \le 1/\|A\|^2` (not checked).
+        n_iter: FISTA steps :math:`K \ge 1` (required keyword).
+        stride: of ``conv2d(x, weight)``, an int or a pair (default 1).
+        padding: of ``conv2d(x, weight)``, an int or a pair (default 0).
+        nonneg: non-negative codes (ReLU prox, default) or signed codes (soft threshold).
+        backward: ``"unroll"`` (default) or ``"implicit"`` (chapter 12, ``eq-ch12-implicit``).
+        cg_iter: iteration cap of the implicit backward's conjugate gradients (default 200).
+        cg_tol: tolerance of the implicit backward's conjugate gradients (default 1e-10).
+        synthesis: ``"auto"`` (default), ``"conv2d"``, ``"conv_transpose2d"`` or ``"timed"``.
+
+    Returns:
+        The code :math:`z_K`.
+
+    Shape:
+        - Input ``x``: ``(N, C_in, H, W)``.
+        - Output: ``(N, C_out, H_out, W_out)``, as ``nn.Conv2d`` with the same ``stride`` and ``padding``.
+
+    Checks ``lam``, ``mu``, ``step``, ``n_iter``, ``stride``, ``padding``, ``backward`` and ``synthesis``
+    (λ on the host); the shapes and dtypes of ``x`` and ``weight`` are not checked. The layer calls the
+    unchecked core.
     """
     check_choice(backward, "backward", BACKWARDS)
     check_choice(synthesis, "synthesis", SYNTHESIS_CHOICES)

@@ -120,7 +120,10 @@ class CSCLayer(nn.Module):
         lam: :math:`\lambda \ge 0`, a number or (``per_channel_lam=True``) one per output channel; settable
             (``layer.lam = 0.3``, :func:`test_time_lam`), learnable with ``learnable_lam=True`` (stored as
             :math:`\rho` with :math:`\lambda = |\rho|`).
-        mu: elastic-net weight :math:`\mu \ge 0`. nonneg: non-negative codes (ReLU) or signed (soft threshold).
+        mu: elastic-net weight :math:`\mu \ge 0`.
+        nonneg: non-negative codes (ReLU prox, default) or signed codes (soft threshold).
+        learnable_lam: store :math:`\lambda` as a parameter :math:`\rho` with :math:`\lambda = |\rho|` (default False).
+        per_channel_lam: one :math:`\lambda` per output channel (default False).
         backward: ``"unroll"`` or ``"implicit"`` gradients.
         atom_norm: ``"reparametrize"`` (:math:`W/\|W\|` in the forward pass) or ``"project"`` (the authors'
             in-place renormalisation before each training forward pass).

@@ -193,6 +193,15 @@ class LISTA(_UnrolledSolver):
 
     initialized at ISTA: :math:`W_e^k = D^\top/L`, :math:`S^k = I - D^\top D/L`, :math:`L = \|D\|_2^2`.
     Implements chapter 10, equation ``eq-ch10-lista``.
+
+    Args:
+        dictionary: the ``LinearDictionary`` :math:`D` ``(n_features, n_atoms)``; its weight is stored as a fixed
+            buffer and sets the dtype and device of the parameters.
+        config: an ``UnrolledConfig`` (number of layers, activation, initial thresholds).
+
+    Shape:
+        - Input: ``(B, n_features)``, in the dictionary's dtype.
+        - Output: ``(B, n_atoms)``; with ``return_iterates=True``, ``(n_layers + 1, B, n_atoms)``.
     """
 
     def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig):
@@ -216,6 +225,16 @@ class LISTACP(_UnrolledSolver):
     so that :math:`S^k = I - W_k^\top D` (the coupling under which the error can contract). ``encoder``
     (shape of :math:`D`) initializes every :math:`W_k`; default :math:`D/L` (ISTA).
     Implements chapter 10, equation ``eq-ch10-lista-cp``.
+
+    Args:
+        dictionary: the ``LinearDictionary`` :math:`D` ``(n_features, n_atoms)``; its weight is stored as a fixed
+            buffer and sets the dtype and device of the parameters.
+        config: an ``UnrolledConfig`` (number of layers, activation, initial thresholds).
+        encoder: initial :math:`W_k` of every layer, a tensor of :math:`D`'s shape (default ``None``: :math:`D/L`).
+
+    Shape:
+        - Input: ``(B, n_features)``, in the dictionary's dtype.
+        - Output: ``(B, n_atoms)``; with ``return_iterates=True``, ``(n_layers + 1, B, n_atoms)``.
     """
 
     def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig, encoder: torch.Tensor | None = None):
@@ -236,6 +255,17 @@ class ALISTA(_UnrolledSolver):
     with the analytic :math:`W` of :func:`cscnb.theory.generalized_coherence_weights` (chapter 10,
     ``eq-generalized-coherence``) unless ``encoder`` is given, and
     :math:`\gamma_k` initialized to ``step`` (default 1). Implements chapter 10, equation ``eq-ch10-alista``.
+
+    Args:
+        dictionary: the ``LinearDictionary`` :math:`D` ``(n_features, n_atoms)``; its weight is stored as a fixed
+            buffer and sets the dtype and device of the parameters.
+        config: an ``UnrolledConfig`` (number of layers, activation, initial thresholds).
+        encoder: the fixed :math:`W`, a tensor of :math:`D`'s shape (default ``None``: the analytic weights).
+        step: initial :math:`\gamma_k > 0` of every layer (default 1).
+
+    Shape:
+        - Input: ``(B, n_features)``, in the dictionary's dtype.
+        - Output: ``(B, n_atoms)``; with ``return_iterates=True``, ``(n_layers + 1, B, n_atoms)``.
     """
 
     def __init__(self, dictionary: LinearDictionary, config: UnrolledConfig, encoder: torch.Tensor | None = None,

@@ -78,6 +78,23 @@ class SparseCodingConv2d(nn.Module):
     ``relu(conv2d(x, weight, bias=-θ))`` — chapter 3, theorem ``thm-ch3-conv-relu``; see
     :meth:`to_conv2d` and :meth:`from_conv2d`. The step convention and the parametrization
     :math:`\theta = |\rho|` are described in the module docstring.
+
+    Args:
+        in_channels: channels of the input signal ``x``.
+        out_channels: number of atoms (channels of the code).
+        kernel_size: atom size, an int or a pair.
+        stride: of ``conv2d``, an int or a pair (default 1).
+        padding: of ``conv2d``, an int or a pair (default 0).
+        dilation: of ``conv2d``, an int or a pair (default 1).
+        n_iter: proximal-gradient steps, at least 1 (default 1).
+        step: the fixed step :math:`\eta > 0` (default 1).
+        threshold: initial :math:`\theta \ge 0`, a number or a tensor ``(out_channels,)`` (default 0.01);
+            trained through :math:`\rho` with :math:`\theta = |\rho|`.
+        padding_mode: ``"zeros"`` (default) or ``"circular"``.
+
+    Shape:
+        - Input: ``(N, in_channels, H, W)``, in the layer's dtype.
+        - Output: ``(N, out_channels, H_out, W_out)``, as ``nn.Conv2d`` with the same geometry.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -173,6 +190,18 @@ class SparseCodingLinear(nn.Module):
     with :math:`D` = ``weight.T`` (``weight`` has the ``nn.Linear`` layout ``(out_features, in_features)``,
     so :math:`D^\top x` = ``x @ weight.T``). With ``n_iter=1``, ``step=1`` it equals
     ``relu(linear(x, weight, -θ))`` — chapter 2, ``eq-relu-bias``.
+
+    Args:
+        in_features: size of the signal ``x``.
+        out_features: number of atoms (size of the code).
+        n_iter: proximal-gradient steps, at least 1 (default 1).
+        step: the fixed step :math:`\eta > 0` (default 1).
+        threshold: initial :math:`\theta \ge 0`, a number or a tensor ``(out_features,)`` (default 0.01);
+            trained through :math:`\rho` with :math:`\theta = |\rho|`.
+
+    Shape:
+        - Input: ``(N, in_features)``, in the layer's dtype.
+        - Output: ``(N, out_features)``.
     """
 
     def __init__(self, in_features: int, out_features: int, n_iter: int = 1, step: float = 1.0, threshold=0.01):

@@ -167,6 +167,23 @@ class UnfoldedCSCLayer(nn.Module):
 
     With ``n_unfold=0`` it is ``relu(conv(x, c·W) - c·θ)``, a CNN layer (layered thresholding).
     ``step`` :math:`c \le 1/\|D\|_2^2`; ``None`` picks 0.9 times that bound for the initial weights.
+
+    Args:
+        in_channels: channels of the input ``x``.
+        out_channels: number of atoms (channels of :math:`\Gamma`).
+        kernel_size: odd atom size (default 3); the padding ``dilation * (kernel_size - 1) // 2`` keeps the size.
+        n_unfold: proximal-gradient steps after the first one (default 0: a CNN layer).
+        dim: 1 (signals) or 2 (images, default).
+        dilation: dilation of the kernel (default 1).
+        step: the step :math:`c`, at most :math:`1/\|D\|_2^2` for the initial weights (a ``ValueError`` above
+            it); ``None`` (default) picks 0.9 times that bound.
+        threshold: initial :math:`\theta \ge 0` of every channel (default 0); trained through :math:`\rho` with
+            :math:`\theta = |\rho|`.
+        method: ``"fista"`` (default, momentum between the unfolded steps) or ``"ista"`` (none).
+
+    Shape:
+        - Input: ``(B, in_channels, *spatial)`` with ``dim`` spatial axes.
+        - Output: ``(B, out_channels, *spatial)``.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, n_unfold: int = 0, *, dim: int = 2,

@@ -114,7 +114,9 @@ def fgsm(model, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "li
     :math:`u` is the steepest-ascent direction of the norm (:func:`steepest_ascent_direction`): for ℓ∞ this is
     FGSM :cite:p:`goodfellow2015explaining`, :math:`x + \varepsilon\operatorname{sign}(\nabla_x\ell)`; for ℓ2 the
     normalized gradient step. It maximizes the first-order model of the loss over the ball, so it is the exact
-    worst case for a loss that is linear in :math:`x` (chapter 13, ``eq-ch13-fgsm``, ``thm-ch13-worst-case``).
+    worst case over the ball for a loss that is linear in :math:`x` (chapter 13, ``eq-ch13-fgsm``,
+    ``thm-ch13-worst-case``); with ``bounds`` it is still exact for ℓ∞, where ball and box are both
+    coordinatewise, while for ℓ2 the clipped step is feasible but not in general the maximizer.
     ``bounds = (low, high)`` (numbers or tensors broadcastable to ``x``) is the valid input box.
     ``loss_fn(output, y)`` must return a scalar; the default is the summed cross-entropy. Returns a detached tensor.
     """

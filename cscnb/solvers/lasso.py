@@ -9,7 +9,9 @@ with the proximal-gradient step :math:`z \leftarrow \operatorname{prox}_{g/L}\bi
 (chapter 5, ``eq-ista`` and ``eq-fista``), run by the package's one loop
 (:func:`cscnb.solvers.engine.proximal_gradient`: no momentum for ISTA, FISTA's for FISTA, FISTA with
 adaptive restart for ``"fista_restart"``). Every method returns a :class:`SolveResult`; ``"ista"`` and
-``"fista"`` can record a history ready to plot.
+``"fista"`` can record a history ready to plot. ``"admm_fourier"`` (circular, stride-1, "same"-size
+convolutional dictionaries) minimizes the same objective by ADMM in the Fourier domain
+(:mod:`cscnb.solvers.admm`) instead.
 """
 from __future__ import annotations
 
@@ -216,13 +218,16 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
     fastest path here for large convolutional problems. It returns the split's sparse variable and
     stops when it moves less than ``tol`` (relative) and the split residual is below ``tol``.
 
-    The iterations are plain autograd operations, so gradients flow to ``x``, ``lam`` and the
-    dictionary weight (the step :math:`1/L` is treated as a constant).
+    The iterations are plain autograd operations, so for every method gradients flow to ``x``, ``lam``
+    (a number, a scalar tensor or a tensor) and the dictionary weight; the step :math:`1/L` is computed as a
+    number and treated as a constant.
 
     Args:
         dictionary: a ``LinearDictionary`` or a ``ConvDictionary``
         x: signals, ``(B, n_features)`` or ``(B, C, *spatial)`` matching the dictionary
         lam: scalar, per-atom tensor ``(n_atoms,)``, or a tensor with the code's number of dimensions
+        method: ``"ista"``, ``"fista"`` (default), ``"fista_restart"`` or ``"admm_fourier"`` (see above;
+            :data:`METHODS`)
         nonneg: constrain :math:`z \ge 0` (chapter 2: the prox becomes ReLU with bias :math:`-\lambda/L`)
         mu: elastic-net weight :math:`\mu \ge 0`
         n_iter: iteration cap (default 1000); with ``n_iter`` set and a tolerance reached earlier, stops early
@@ -241,8 +246,10 @@ def solve(dictionary, x, lam, *, method: str = "fista", nonneg: bool = False, mu
             ``torch.float32`` for a float64 problem); polished codes are computed and checked in ``x``'s
             dtype, and samples not polished continue in ``x``'s dtype. On the Fourier path (no polish
             needed): iterate in this dtype, then continue in ``x``'s dtype until ``tol``
-        domain: ``"fista_restart"`` only: ``"auto"`` (the rule above), ``"spatial"`` (convolutions) or
-            ``"fourier"`` (FFTs; a ``ValueError`` if the dictionary is not circular, stride 1, "same" size)
+        domain: for ``"fista_restart"``: ``"auto"`` (the rule above), ``"spatial"`` (convolutions) or
+            ``"fourier"`` (FFTs; a ``ValueError`` if the dictionary is not circular, stride 1, "same" size).
+            ``"admm_fourier"`` accepts ``"auto"`` or ``"fourier"`` (``"spatial"`` is a ``ValueError``); the
+            textbook methods accept ``"auto"`` or ``"spatial"``
     """
     _check_iteration_args(method, n_iter, tol)
     lam_t, mu, code_shape = _check_inputs(dictionary, x, lam, mu, z0)

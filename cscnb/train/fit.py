@@ -130,6 +130,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 5, 
         metric: ``"accuracy"`` or ``"loss"``; default accuracy for integer targets, else loss.
         patience: stop after this many epochs without an improvement larger than ``min_delta``
             (requires ``validation``); ``None`` runs all ``epochs``.
+        min_delta: smallest improvement of the validation metric that resets the patience counter (default 0).
         restore_best: with ``validation``, leave the weights (and buffers) of the best epoch in ``model``.
         after_step: called with the model after every optimizer step (e.g. a projection onto constraints).
 

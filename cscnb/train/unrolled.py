@@ -84,8 +84,10 @@ def fit_unrolled(network: nn.Module, train, val, *, objective: str = "layerwise"
             ``(x, z_star)`` with the batch first.
         objective: ``"layerwise"`` or ``"last"`` (:func:`unrolled_loss`, ``eq-ch10-training-loss``); the same
             objective on ``val`` is the validation metric.
-        epochs: the maximum number of passes over ``train``; patience: stop after this many epochs without an
-            improvement of the validation objective larger than ``min_delta``.
+        epochs: the maximum number of passes over ``train``.
+        patience: stop after this many epochs without an improvement of the validation objective larger than
+            ``min_delta`` (default 20).
+        min_delta: smallest improvement of the validation objective that resets the patience counter (default 0).
         batch_size, lr, seed: Adam's mini-batch size and learning rate; ``seed`` seeds the mini-batch order.
 
     Returns:
