@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -321,20 +320,8 @@ def write_report(report: dict, path: str, *, run: LoadedRun, arguments: dict, fo
     path = os.fspath(path)
     if os.path.exists(path) and not force:
         raise FileExistsError(f"{path!r} exists; pass --force to replace it (or choose another --out)")
-    payload = {**report, "provenance": _provenance(run, arguments)}
-    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
+    from ..train.results import write_json  # the trainer's atomic, strict-JSON writer
+    write_json(path, {**report, "provenance": _provenance(run, arguments)})
     return path
 
 
