@@ -99,6 +99,16 @@ def _q(patch_sparsities, i, n_layers):
         patch_sparsities[i], f"patch_sparsities[{i}]", minimum=1)
 
 
+def _check_patch_sparsities(patch_sparsities, n: int) -> None:
+    """The q_i of layers 1..L-1 of an ``n``-layer chain: a list or tuple of ``n - 1`` (or ``n``) entries."""
+    if patch_sparsities is not None and (not isinstance(patch_sparsities, (list, tuple))
+                                         or len(patch_sparsities) not in (n - 1, n)):
+        raise ValueError(f"patch_sparsities must have one entry per layer but the last ({n - 1}), got "
+                         f"{patch_sparsities!r}")
+    if n > 1 and patch_sparsities is None:
+        raise ValueError("patch_sparsities (the q_i of layers 1..L-1) are needed for more than one layer")
+
+
 def thresholding_chain(mus: Sequence, sparsities: Sequence, gamma_mins: Sequence, gamma_maxs: Sequence, *,
                        patch_sparsities: Sequence | None = None, thresholds: Sequence | None = None,
                        noise=0.0) -> ChainCertificate:
@@ -120,12 +130,7 @@ def thresholding_chain(mus: Sequence, sparsities: Sequence, gamma_mins: Sequence
     n = len(mus)
     sparsities = _per_layer(sparsities, "sparsities", n)
     gamma_mins, gamma_maxs = _per_layer(gamma_mins, "gamma_mins", n), _per_layer(gamma_maxs, "gamma_maxs", n)
-    if patch_sparsities is not None and (not isinstance(patch_sparsities, (list, tuple))
-                                         or len(patch_sparsities) not in (n - 1, n)):
-        raise ValueError(f"patch_sparsities must have one entry per layer but the last ({n - 1}), got "
-                         f"{patch_sparsities!r}")
-    if n > 1 and patch_sparsities is None:
-        raise ValueError("patch_sparsities (the q_i of layers 1..L-1) are needed for more than one layer")
+    _check_patch_sparsities(patch_sparsities, n)
     if thresholds is not None:
         thresholds = _per_layer(thresholds, "thresholds", n)
     eta, noise_list, errors = nonneg_number(noise, "noise"), [], []
@@ -163,12 +168,7 @@ def layered_bp_chain(mus: Sequence, sparsities: Sequence, lams: Sequence, *, pat
     mus = _per_layer(mus, "mus", None)
     n = len(mus)
     sparsities, lams = _per_layer(sparsities, "sparsities", n), _per_layer(lams, "lams", n)
-    if patch_sparsities is not None and (not isinstance(patch_sparsities, (list, tuple))
-                                         or len(patch_sparsities) not in (n - 1, n)):
-        raise ValueError(f"patch_sparsities must have one entry per layer but the last ({n - 1}), got "
-                         f"{patch_sparsities!r}")
-    if n > 1 and patch_sparsities is None:
-        raise ValueError("patch_sparsities (the q_i of layers 1..L-1) are needed for more than one layer")
+    _check_patch_sparsities(patch_sparsities, n)
     eta, noise_list, errors = nonneg_number(noise, "noise"), [], []
     noise_list.append(eta)
     for i in range(n):
