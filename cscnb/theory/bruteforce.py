@@ -58,6 +58,23 @@ def _columns(D: torch.Tensor, supports: torch.Tensor) -> torch.Tensor:
     return D[:, supports].permute(1, 0, 2)  # (chunk, n_features, k)
 
 
+def smallest_gram_eigenvalue(D: torch.Tensor, support_batches) -> tuple:
+    r"""Smallest eigenvalue of :math:`D_T^\top D_T` over the supports :math:`T` of ``support_batches`` (each a
+    ``(batch, k)`` tensor of column indices), and a unit vector (length ``n_atoms``, supported on the minimizing
+    :math:`T`) attaining it; ``(inf, None)`` when there is no support. Shared by the exhaustive restricted
+    eigenvalues of chapter 9 (global and stripe supports)."""
+    smallest, vector = math.inf, None
+    for supports in support_batches:
+        columns = _columns(D, supports)
+        eigenvalues, eigenvectors = torch.linalg.eigh(columns.mT @ columns)
+        row = int(eigenvalues[:, 0].argmin())
+        if float(eigenvalues[row, 0]) < smallest:
+            smallest = float(eigenvalues[row, 0])
+            vector = torch.zeros(D.shape[1], dtype=D.dtype)
+            vector[supports[row]] = eigenvectors[row, :, 0]
+    return max(smallest, 0.0), vector  # a singular Gram can come out as -1e-17
+
+
 def spark_bruteforce(D: torch.Tensor, *, max_subsets: int = 200_000, rtol: float | None = None):
     r"""The spark of ``D``: the smallest number of linearly dependent columns,
 
@@ -95,16 +112,7 @@ def restricted_min_eigenvalue_bruteforce(D: torch.Tensor, k: int, *, return_vect
     D = _check_dictionary(D)
     k = check_int(k, "k", minimum=1, maximum=D.shape[1], expected=f"an int in [1, n_atoms={D.shape[1]}]")
     _check_size(D.shape[1], [k], max_subsets, "restricted_min_eigenvalue_bruteforce")
-    smallest, vector = math.inf, None
-    for supports in _supports(D.shape[1], k):
-        columns = _columns(D, supports)
-        eigenvalues, eigenvectors = torch.linalg.eigh(columns.mT @ columns)
-        row = int(eigenvalues[:, 0].argmin())
-        if float(eigenvalues[row, 0]) < smallest:
-            smallest = float(eigenvalues[row, 0])
-            vector = torch.zeros(D.shape[1], dtype=D.dtype)
-            vector[supports[row]] = eigenvectors[row, :, 0]
-    smallest = max(smallest, 0.0)  # a singular Gram can come out as -1e-17
+    smallest, vector = smallest_gram_eigenvalue(D, _supports(D.shape[1], k))
     return (smallest, vector) if return_vector else smallest
 
 

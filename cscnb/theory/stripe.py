@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from ..core.dictionary import ConvDictionary
 from ..core.validation import check_bool, check_int, check_number, int_tuple
+from .bruteforce import smallest_gram_eigenvalue
 
 __all__ = ["stripe_norm", "stripe_counts", "patch_norm", "StripeGeometry", "stripe_geometry", "stripe_supports",
            "stripe_restricted_min_eigenvalue_bruteforce", "stripe_spark_bruteforce"]
@@ -258,16 +259,7 @@ def stripe_restricted_min_eigenvalue_bruteforce(dictionary: ConvDictionary, sign
         supports = stripe_supports(geometry, k, maximal=True, max_supports=max_supports)
     elif any(geometry.stripe_norm(s) > k for s in supports):
         raise ValueError(f"supports holds a support with stripe norm above k={k}")
-    smallest, vector = math.inf, None
-    for _, group in _grouped(supports):
-        columns = D[:, group].permute(1, 0, 2)
-        eigenvalues, eigenvectors = torch.linalg.eigh(columns.mT @ columns)
-        row = int(eigenvalues[:, 0].argmin())
-        if float(eigenvalues[row, 0]) < smallest:
-            smallest = float(eigenvalues[row, 0])
-            vector = torch.zeros(D.shape[1], dtype=D.dtype)
-            vector[group[row]] = eigenvectors[row, :, 0]
-    smallest = max(smallest, 0.0)  # a singular Gram can come out as -1e-17
+    smallest, vector = smallest_gram_eigenvalue(D, (group for _, group in _grouped(supports)))
     return (smallest, vector) if return_vector else smallest
 
 
