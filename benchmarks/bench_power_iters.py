@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,24 +24,20 @@ from _provenance import provenance
 
 from cscnb.models import resnet
 from cscnb.models.factory import csc_layer_kwargs
+from cscnb.profiling.timers import interleaved_medians
 from cscnb.train.config import preset_config
 
 
-def step_ms(model, x, y, steps: int, device) -> float:
+def training_step(model, x, y):
+    """One plain SGD step (forward, backward, update) of ``model`` as a zero-argument callable."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    times = []
-    for _ in range(steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def step():
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[1:])
+    return step
 
 
 def main(argv=None) -> dict:
@@ -60,18 +54,18 @@ def main(argv=None) -> dict:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, 32, 32, generator=generator).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=generator).to(device)
-    results = []
     torch.manual_seed(0)
-    model = resnet.resnet18(width=args.width, num_classes=10).to(device)
-    results.append({"model": "resnet18", "power_iters": None, "ms_per_step": step_ms(model, x, y, args.steps, device)})
+    models = {("resnet18", None): resnet.resnet18(width=args.width, num_classes=10)}
     for name in ("sdnet18", "sdnet18_all"):
         for iters in args.power_iters:
             config = preset_config("sdnet18-cifar10", data_dir="-", model=name, width=args.width, csc_power_iters=iters)
-            torch.manual_seed(0)
-            model = getattr(resnet, name)(width=args.width, num_classes=10,
-                                          csc_options=csc_layer_kwargs(config)[0]).to(device)
-            results.append({"model": name, "power_iters": iters,
-                            "ms_per_step": step_ms(model, x, y, args.steps, device)})
+            models[name, iters] = getattr(resnet, name)(width=args.width, num_classes=10,
+                                                        csc_options=csc_layer_kwargs(config)[0])
+    # the package's timing method (chapter 12): a warm-up each, then interleaved rounds, so load hits all alike
+    medians = interleaved_medians({key: training_step(model.to(device), x, y) for key, model in models.items()},
+                                  repeats=args.steps, device=device)
+    results = [{"model": name, "power_iters": iters, "ms_per_step": 1000 * seconds}
+               for (name, iters), seconds in medians.items()]
     report = {"benchmark": "bench_power_iters", "settings": vars(args), "results": results,
               "provenance": provenance(args.threads)}
     print(json.dumps(report, indent=1))
